@@ -1,0 +1,38 @@
+# The two commands a user needs: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PYSPARK_PYTHON := $(abspath $(BIN)/python)
+export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
+
+.PHONY: setup test demo lint proto bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@tools/check_java.sh
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test,dev]"
+	@touch $@
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/spark-ml demo
+
+lint: setup
+	$(BIN)/ruff check .
+
+# Regenerate algorithms/proto/record_descriptor.py from record.proto (needs the test extra's grpcio-tools).
+proto: setup
+	$(BIN)/python tools/gen_proto_descriptor.py
+
+bench: setup
+	$(BIN)/python benchmarks/convert.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

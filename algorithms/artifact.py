@@ -1,0 +1,128 @@
+"""Model artifacts: a folder with ``manifest.json`` plus tensors in safe formats.
+
+``manifest.json`` is written last, so a folder without one is not a model (a failed or cancelled job
+leaves nothing that looks good). Tensors are ``.npz`` loaded with ``allow_pickle=False``; other
+formats (XGBoost JSON, torch ``state_dict`` loaded with ``weights_only=True``) are the model's own
+files, listed in the manifest.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow.fs as pafs
+
+from . import __version__
+from . import fs as fsutil
+
+MANIFEST = "manifest.json"
+ARRAYS = "model.npz"
+FORMAT_VERSION = 1
+
+
+class ArtifactError(ValueError):
+    pass
+
+
+@dataclass
+class ArtifactManifest:
+    algorithm: str
+    hyperparameters: dict[str, str]
+    feature_dim: int | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    format_version: int = FORMAT_VERSION
+    library_version: str = __version__
+    created_at: float = field(default_factory=time.time)
+    training_job: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> ArtifactManifest:
+        try:
+            doc = json.loads(text)
+            version = int(doc.get("format_version", 0))
+            if version > FORMAT_VERSION:
+                raise ArtifactError(f"{source}: format version {version} is newer than this library reads "
+                                    f"({FORMAT_VERSION}); upgrade spark-ml")
+            known = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc}
+            return cls(**known)
+        except (TypeError, ValueError, KeyError) as exc:
+            if isinstance(exc, ArtifactError):
+                raise
+            raise ArtifactError(f"{source}: not a model manifest: {exc}") from None
+
+
+def save_arrays(directory: str, arrays: dict[str, np.ndarray], name: str = ARRAYS) -> str:
+    for key, value in arrays.items():
+        if np.asarray(value).dtype == object:
+            raise ArtifactError(f"array {key!r} has dtype object; artifacts hold numeric arrays only")
+    path = os.path.join(directory, name)
+    np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
+    return name
+
+
+def load_arrays(directory: str, name: str = ARRAYS) -> dict[str, np.ndarray]:
+    with np.load(os.path.join(directory, name), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def write_artifact(local_dir: str, manifest: ArtifactManifest, destination: str) -> str:
+    """Copy a finished local model folder to ``destination`` (path or URI), manifest last. Returns it."""
+    manifest.files = sorted(f for f in os.listdir(local_dir) if f != MANIFEST)
+    fs, root = fsutil.resolve(destination)
+    if fsutil.exists(fs, _child(fs, root, MANIFEST)):
+        raise ArtifactError(f"{destination} already holds a model; choose another location")
+    fs.create_dir(root, recursive=True)
+    for name in manifest.files:
+        src = os.path.join(local_dir, name)
+        if os.path.isdir(src):
+            raise ArtifactError(f"model folder entry {name} is a directory; artifacts are flat")
+        with open(src, "rb") as f_in, fs.open_output_stream(_child(fs, root, name)) as f_out:
+            shutil.copyfileobj(f_in, f_out, 8 << 20)
+    fsutil.write_bytes_atomic(fs, _child(fs, root, MANIFEST), manifest.to_json().encode())
+    return destination
+
+
+def read_manifest(location: str) -> ArtifactManifest:
+    fs, root = fsutil.resolve(location)
+    path = _child(fs, root, MANIFEST)
+    if not fsutil.exists(fs, path):
+        raise ArtifactError(f"{location} is not a model artifact (no {MANIFEST}; the job that wrote it may "
+                            "have failed)")
+    return ArtifactManifest.from_json(fsutil.read_bytes(fs, path).decode(), f"{location}/{MANIFEST}")
+
+
+def fetch(location: str, into: str | None = None) -> tuple[str, ArtifactManifest]:
+    """A local folder holding the artifact (the folder itself when it is local), and its manifest."""
+    manifest = read_manifest(location)
+    fs, root = fsutil.resolve(location)
+    if fsutil.is_local(fs):
+        return root, manifest
+    into = into or tempfile.mkdtemp(prefix="spark-ml-model-")
+    for name in manifest.files:
+        with fs.open_input_stream(_child(fs, root, name)) as f_in, open(os.path.join(into, name), "wb") as f_out:
+            shutil.copyfileobj(f_in, f_out, 8 << 20)
+    return into, manifest
+
+
+def _child(fs: pafs.FileSystem, root: str, name: str) -> str:
+    return os.path.join(root, name) if fsutil.is_local(fs) else posixpath.join(root, name)
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()

@@ -1,0 +1,245 @@
+"""MXNet/dmlc RecordIO framing: the "recordIO" of recordIO-protobuf.
+
+A file is a sequence of ``magic:u32le | lrec:u32le | payload | zero pad to 4 bytes`` where
+``lrec = cflag << 29 | length``. Writers escape every 4-byte-aligned occurrence of the magic inside
+a payload by splitting the record into parts (cflag 1 = first, 2 = middle, 3 = last), exactly as
+dmlc-core's ``RecordIOWriter`` does, so that a magic word only ever appears at a record head and a
+file can be split at any aligned magic. Readers re-insert the magic between parts.
+
+Two readers live here: :func:`iter_payloads` (one record at a time, the reference behaviour) and
+:func:`scan_frames` (a whole buffer of records at once with numpy, used by the vectorized codecs).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+MAGIC = 0xCED7230A
+MAGIC_BYTES = struct.pack("<I", MAGIC)
+LENGTH_MASK = (1 << 29) - 1
+MAX_RECORD_LENGTH = LENGTH_MASK
+_HEAD = struct.Struct("<II")
+
+
+class RecordIOError(ValueError):
+    """A corrupt or truncated RecordIO stream. The message names the source and the byte offset."""
+
+    def __init__(self, source: str, offset: int, problem: str):
+        super().__init__(f"{source}: {problem} at byte offset {offset}")
+        self.source = source
+        self.offset = offset
+        self.problem = problem
+
+
+def padding(length: int) -> int:
+    return -length & 3
+
+
+def _part(cflag: int, data: bytes | memoryview) -> bytes:
+    n = len(data)
+    return _HEAD.pack(MAGIC, (cflag << 29) | n) + bytes(data) + b"\0" * padding(n)
+
+
+def frame(payload: bytes | bytearray | memoryview) -> bytes:
+    """One record framed as dmlc writes it, split into parts wherever the payload holds the magic."""
+    n = len(payload)
+    if n > MAX_RECORD_LENGTH:
+        raise ValueError(f"record of {n} bytes exceeds the RecordIO limit of {MAX_RECORD_LENGTH} bytes")
+    splits = magic_positions(payload)
+    if not splits:
+        return _HEAD.pack(MAGIC, n) + bytes(payload) + b"\0" * padding(n)
+    view = memoryview(payload)
+    parts = []
+    begin = 0
+    for i in splits:
+        parts.append(_part(1 if begin == 0 else 2, view[begin:i]))
+        begin = i + 4
+    parts.append(_part(3, view[begin:]))
+    return b"".join(parts)
+
+
+def magic_positions(payload: bytes | bytearray | memoryview) -> list[int]:
+    """Aligned offsets (below the payload's last whole word) where the payload holds the magic."""
+    whole = len(payload) & ~3
+    if whole == 0:
+        return []
+    words = np.frombuffer(payload, dtype="<u4", count=whole // 4)
+    return [int(i) * 4 for i in np.flatnonzero(words == MAGIC)]
+
+
+def write_records(out: BinaryIO, payloads: Iterable[bytes]) -> int:
+    """Frame and write payloads; returns the number of bytes written."""
+    written = 0
+    for payload in payloads:
+        data = frame(payload)
+        out.write(data)
+        written += len(data)
+    return written
+
+
+def iter_payloads(stream: BinaryIO, source: str = "<stream>") -> Iterator[bytes]:
+    """Yield each record's payload, reassembling multi-part records. Reads only what it needs."""
+    offset = 0
+    parts: list[bytes] = []
+    part_start = 0
+    while True:
+        head = stream.read(8)
+        if not head:
+            if parts:
+                raise RecordIOError(source, part_start, "stream ends inside a multi-part record")
+            return
+        if len(head) < 8:
+            raise RecordIOError(source, offset, f"truncated record header ({len(head)} of 8 bytes)")
+        magic, lrec = _HEAD.unpack(head)
+        if magic != MAGIC:
+            raise RecordIOError(source, offset, f"bad magic 0x{magic:08X} (expected 0x{MAGIC:08X})")
+        cflag, length = lrec >> 29, lrec & LENGTH_MASK
+        padded = length + padding(length)
+        body = stream.read(padded)
+        if len(body) < padded:
+            raise RecordIOError(
+                source, offset, f"truncated record: header declares {length} bytes, {max(len(body), 0)} remain"
+            )
+        data = body[:length]
+        if cflag == 0:
+            if parts:
+                raise RecordIOError(source, offset, "complete record inside a multi-part record")
+            yield data
+        elif cflag == 1:
+            if parts:
+                raise RecordIOError(source, offset, "new multi-part record before the previous one ended")
+            parts = [data]
+            part_start = offset
+        elif cflag in (2, 3):
+            if not parts:
+                raise RecordIOError(source, offset, f"continuation part (cflag={cflag}) without a first part")
+            parts.append(data)
+            if cflag == 3:
+                yield MAGIC_BYTES.join(parts)
+                parts = []
+        else:
+            raise RecordIOError(source, offset, f"invalid continuation flag {cflag}")
+        offset += 8 + padded
+
+
+@dataclass(frozen=True)
+class Frames:
+    """Payload locations of the complete records found in a buffer.
+
+    ``data`` is the buffer the offsets point into: the input buffer itself, or a compacted copy
+    when multi-part records had to be reassembled. ``consumed`` is how many input bytes the complete
+    records span; the rest is the start of a record that continues past the buffer.
+    """
+
+    data: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+    consumed: int
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def payload(self, i: int) -> bytes:
+        s = int(self.starts[i])
+        return self.data[s : s + int(self.lengths[i])].tobytes()
+
+
+def as_uint8(buf: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+    if isinstance(buf, np.ndarray):
+        return buf.view(np.uint8).reshape(-1)
+    return np.frombuffer(buf, dtype=np.uint8)
+
+
+def scan_frames(buf, source: str = "<buffer>", base_offset: int = 0, final: bool = True) -> Frames:
+    """Locate every record in ``buf`` with numpy, without a Python step per record.
+
+    With ``final=False`` a record cut off by the end of the buffer is left for the next call
+    (``consumed`` stops before it); with ``final=True`` it is an error naming its byte offset.
+    ``base_offset`` is the buffer's position in the source, for error messages.
+    """
+    data = as_uint8(buf)
+    size = len(data)
+    empty = np.zeros(0, dtype=np.int64)
+    if size == 0:
+        return Frames(data, empty, empty, 0)
+    words = data[: size & ~3].view("<u4")
+    heads = np.flatnonzero(words == MAGIC).astype(np.int64)
+    if len(heads) and heads[0] == 0:
+        has_lrec = heads + 1 < len(words)
+        lrec = np.zeros(len(heads), dtype=np.int64)
+        lrec[has_lrec] = words[heads[has_lrec] + 1]
+        lengths = lrec & LENGTH_MASK
+        nxt = heads * 4 + 8 + ((lengths + 3) & ~3)
+        if (
+            np.all(lrec >> 29 == 0)
+            and np.all(has_lrec[:-1])
+            and np.array_equal(nxt[:-1], heads[1:] * 4)
+        ):
+            complete = has_lrec[-1] and nxt[-1] <= size
+            last_end = int(nxt[-1]) if complete else int(heads[-1] * 4)
+            if complete and last_end == size or not final:
+                k = len(heads) if complete else len(heads) - 1
+                return Frames(data, heads[:k] * 4 + 8, lengths[:k], last_end if complete else int(heads[-1] * 4))
+    return _scan_sequential(data, source, base_offset, final)
+
+
+def _scan_sequential(data: np.ndarray, source: str, base_offset: int, final: bool) -> Frames:
+    """Record-by-record walk: for multi-part records and for unescaped payloads holding the magic."""
+    size = len(data)
+    raw = data.tobytes()
+    records: list[tuple[int, int] | bytes] = []  # (start, length) in raw, or a reassembled payload
+    parts: list[tuple[int, int]] = []
+    first_part_at = 0
+    offset = 0
+    while offset + 8 <= size:
+        magic, lrec = _HEAD.unpack_from(raw, offset)
+        if magic != MAGIC:
+            raise RecordIOError(source, base_offset + offset, f"bad magic 0x{magic:08X} (expected 0x{MAGIC:08X})")
+        cflag, length = lrec >> 29, lrec & LENGTH_MASK
+        end = offset + 8 + length + padding(length)
+        if end > size:
+            break
+        where = base_offset + offset
+        if cflag == 0:
+            if parts:
+                raise RecordIOError(source, where, "complete record inside a multi-part record")
+            records.append((offset + 8, length))
+        elif cflag == 1:
+            if parts:
+                raise RecordIOError(source, where, "new multi-part record before the previous one ended")
+            parts = [(offset + 8, length)]
+            first_part_at = offset
+        elif cflag in (2, 3):
+            if not parts:
+                raise RecordIOError(source, where, f"continuation part (cflag={cflag}) without a first part")
+            parts.append((offset + 8, length))
+            if cflag == 3:
+                records.append(MAGIC_BYTES.join(raw[s : s + n] for s, n in parts))
+                parts = []
+        else:
+            raise RecordIOError(source, where, f"invalid continuation flag {cflag}")
+        offset = end
+    consumed = first_part_at if parts else offset
+    if final and consumed < size:
+        if parts:
+            raise RecordIOError(source, base_offset + first_part_at, "stream ends inside a multi-part record")
+        if consumed + 8 > size:
+            problem = f"truncated record header ({size - consumed} of 8 bytes)"
+        else:
+            _, lrec = _HEAD.unpack_from(raw, consumed)
+            problem = f"truncated record: header declares {lrec & LENGTH_MASK} bytes, {size - consumed - 8} remain"
+        raise RecordIOError(source, base_offset + consumed, problem)
+    if all(isinstance(r, tuple) for r in records):
+        starts = np.array([r[0] for r in records], np.int64)
+        lengths = np.array([r[1] for r in records], np.int64)
+        return Frames(data, starts, lengths, consumed)
+    # Multi-part records: compact every payload into a new buffer so each one is contiguous.
+    chunks = [raw[r[0] : r[0] + r[1]] if isinstance(r, tuple) else r for r in records]
+    lengths = np.array([len(c) for c in chunks], np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return Frames(np.frombuffer(b"".join(chunks), dtype=np.uint8), starts, lengths, consumed)

@@ -1,0 +1,531 @@
+"""Vectorized recordIO-protobuf for the common case: whole batches of vectors, no Python step per record.
+
+The common case is what SageMaker's SDK and sagemaker-spark write: ``features["values"]`` holding a
+dense or sparse float32/float64 vector (sparse: ``keys`` + 1-D ``shape``) and optionally
+``label["values"]`` holding a dense scalar or vector. The bytes produced are exactly those the
+protobuf runtime serializes for the same Record (see :mod:`algorithms.records`), framed as dmlc
+RecordIO. Anything outside the common case is decoded through the protobuf runtime instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import varint
+from .batch import Batch
+from .recordio import MAGIC, MAX_RECORD_LENGTH, Frames, frame, scan_frames
+
+_VALUE_TAG = {np.dtype(np.float32): 0x12, np.dtype(np.float64): 0x1A}  # Value.float32_tensor / float64_tensor
+_TAG_DTYPE = {tag: dtype for dtype, tag in _VALUE_TAG.items()}
+_KEY = b"\x0a\x06values"  # map entry field 1 (key) = "values"
+_KEY_ARR = np.frombuffer(_KEY, dtype=np.uint8)
+
+
+def _value_tag(dtype) -> int:
+    try:
+        return _VALUE_TAG[np.dtype(dtype)]
+    except KeyError:
+        raise ValueError(f"the vectorized codec writes float32 or float64, not {np.dtype(dtype)}") from None
+
+
+def _field(tag: int, body_len: int) -> bytes:
+    return bytes([tag]) + varint.encode_scalar(body_len)
+
+
+def _dense_tensor_prefix(count: int, itemsize: int) -> bytes:
+    """Bytes of a packed ``values`` field before its data (nothing for an empty vector)."""
+    return _field(0x0A, count * itemsize) if count else b""
+
+
+def _entry_prefix(record_field: int, value_tag: int, tensor_len: int) -> bytes:
+    """``record_field`` map entry {key: "values", value: Value{<tensor> of tensor_len bytes}} up to the tensor body."""
+    value_len = 1 + varint.length_scalar(tensor_len) + tensor_len
+    entry_len = len(_KEY) + 1 + varint.length_scalar(value_len) + value_len
+    return (_field(record_field, entry_len) + _KEY + _field(0x12, value_len) + _field(value_tag, tensor_len))
+
+
+def _dense_entry(record_field: int, count: int, dtype) -> tuple[bytes, int]:
+    """Prefix bytes of a dense-vector map entry and the byte length of its data."""
+    dt = np.dtype(dtype)
+    data_len = count * dt.itemsize
+    inner = _dense_tensor_prefix(count, dt.itemsize)
+    return _entry_prefix(record_field, _value_tag(dt), len(inner) + data_len) + inner, data_len
+
+
+def _as_matrix(a: np.ndarray, n: int) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim == 1:
+        a = a.reshape(n, 1) if n else a.reshape(0, 1)
+    return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+
+
+def encode_dense(features: np.ndarray, labels: np.ndarray | None = None) -> bytes:
+    """Frame one record per row of a dense ``(n, d)`` float32/float64 matrix, with optional labels.
+
+    Labels are ``(n,)`` (a scalar per record) or ``(n, k)``; their dtype picks their tensor type, as
+    the SageMaker SDK does.
+    """
+    x = np.asarray(features)
+    if x.ndim != 2:
+        raise ValueError(f"features must be a 2-D matrix, got shape {x.shape}")
+    n, d = x.shape
+    x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("<"))
+    feat_prefix, feat_len = _dense_entry(0x0A, d, x.dtype)
+    pieces: list[tuple[bytes, np.ndarray | None]] = [(feat_prefix, x.view(np.uint8).reshape(n, feat_len))]
+    if labels is not None:
+        y = _as_matrix(labels, n)
+        if y.shape[0] != n:
+            raise ValueError(f"{n} feature rows but {y.shape[0]} labels")
+        label_prefix, label_len = _dense_entry(0x12, y.shape[1], y.dtype)
+        pieces.append((label_prefix, y.view(np.uint8).reshape(n, label_len)))
+    payload_len = sum(len(p) + (0 if a is None else a.shape[1]) for p, a in pieces)
+    if payload_len > MAX_RECORD_LENGTH:
+        raise ValueError(f"a record of {payload_len} bytes exceeds the RecordIO limit of {MAX_RECORD_LENGTH}")
+    stride = 8 + payload_len + (-payload_len & 3)
+    out = np.zeros((n, stride), dtype=np.uint8)
+    out[:, :8] = np.frombuffer(np.array([MAGIC, payload_len], dtype="<u4").tobytes(), dtype=np.uint8)
+    at = 8
+    for prefix, data in pieces:
+        out[:, at : at + len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
+        at += len(prefix)
+        out[:, at : at + data.shape[1]] = data
+        at += data.shape[1]
+    return _escape_rows(out, payload_len)
+
+
+def _escape_rows(out: np.ndarray, payload_len: int) -> bytes:
+    """Records are rows of ``out``; re-frame (split into parts) any whose payload holds the magic."""
+    words = out.view("<u4")[:, 2 : 2 + payload_len // 4]
+    hit = np.flatnonzero((words == MAGIC).any(axis=1)) if words.shape[1] else np.zeros(0, np.int64)
+    if not len(hit):
+        return out.tobytes()
+    chunks, prev = [], 0
+    for i in hit:
+        chunks.append(out[prev:i].tobytes())
+        chunks.append(frame(out[i, 8 : 8 + payload_len].tobytes()))
+        prev = i + 1
+    chunks.append(out[prev:].tobytes())
+    return b"".join(chunks)
+
+
+def encode_sparse(matrix: sp.csr_matrix, labels: np.ndarray | None = None) -> bytes:
+    """Frame one sparse record (``keys`` = column indices, ``shape = [ncols]``) per CSR row."""
+    m = sp.csr_matrix(matrix)
+    if not m.has_sorted_indices:
+        m = m.sorted_indices()
+    n, dim = m.shape
+    data = np.ascontiguousarray(m.data, dtype=m.data.dtype.newbyteorder("<"))
+    s = data.dtype.itemsize
+    tag = _value_tag(data.dtype)
+    nnz = np.diff(m.indptr).astype(np.int64)
+    key_mat, key_lens = varint.encode(m.indices.astype(np.uint64))
+    key_len_cum = np.concatenate([[0], np.cumsum(key_lens)])
+    kb = key_len_cum[m.indptr[1:]] - key_len_cum[m.indptr[:-1]]
+    vb = nnz * s
+    shape_field = bytes([0x1A]) + varint.encode_scalar(varint.length_scalar(dim)) + varint.encode_scalar(dim)
+    has = nnz > 0
+    tlen = np.where(has, 1 + varint.length(vb) + vb + 1 + varint.length(kb) + kb, 0) + len(shape_field)
+    vlen = 1 + varint.length(tlen) + tlen
+    elen = len(_KEY) + 1 + varint.length(vlen) + vlen
+    flen = 1 + varint.length(elen) + elen
+    label_prefix, label_len, y = b"", 0, None
+    if labels is not None:
+        y = _as_matrix(labels, n)
+        if y.shape[0] != n:
+            raise ValueError(f"{n} feature rows but {y.shape[0]} labels")
+        label_prefix, label_len = _dense_entry(0x12, y.shape[1], y.dtype)
+    plen = flen + len(label_prefix) + label_len
+    if n and plen.max() > MAX_RECORD_LENGTH:
+        raise ValueError(f"a record of {int(plen.max())} bytes exceeds the RecordIO limit of {MAX_RECORD_LENGTH}")
+    rlen = 8 + plen + (-plen & 3)
+    starts = np.concatenate([[0], np.cumsum(rlen)[:-1]]).astype(np.int64)
+    out = np.zeros(int(rlen.sum()), dtype=np.uint8)
+    w = _Writer(out, starts)
+    w.u32(np.full(n, MAGIC, np.uint32))
+    w.u32(plen.astype(np.uint32))
+    w.byte(0x0A)
+    w.varint(elen)
+    w.const(_KEY + b"\x12")
+    w.varint(vlen)
+    w.byte(tag)
+    w.varint(tlen)
+    w.byte(0x0A, has)
+    w.varint(vb, has)
+    w.items(data, nnz)
+    w.byte(0x12, has)
+    w.varint(kb, has)
+    w.packed_varints(key_mat, key_lens, nnz, kb)
+    w.const(shape_field)
+    if y is not None:
+        w.const(label_prefix)
+        w.items(y.reshape(-1), np.full(n, y.shape[1], np.int64))
+    if (w.pos != starts + 8 + plen).any():
+        raise AssertionError("sparse encoder layout mismatch")
+    return _escape_var_rows(out, starts, plen)
+
+
+class _Writer:
+    """Writes the same field into every record at once; ``pos`` is each record's write position."""
+
+    def __init__(self, out: np.ndarray, starts: np.ndarray):
+        self.out, self.pos = out, starts.copy()
+
+    def const(self, data: bytes, mask=None) -> None:
+        arr = np.frombuffer(data, dtype=np.uint8)
+        pos = self.pos if mask is None else self.pos[mask]
+        self.out[pos[:, None] + np.arange(len(arr))] = arr
+        if mask is None:
+            self.pos += len(arr)
+        else:
+            self.pos[mask] += len(arr)
+
+    def byte(self, value: int, mask=None) -> None:
+        pos = self.pos if mask is None else self.pos[mask]
+        self.out[pos] = value
+        if mask is None:
+            self.pos += 1
+        else:
+            self.pos[mask] += 1
+
+    def u32(self, values: np.ndarray) -> None:
+        raw = values.astype("<u4").view(np.uint8).reshape(-1, 4)
+        self.out[self.pos[:, None] + np.arange(4)] = raw
+        self.pos += 4
+
+    def varint(self, values: np.ndarray, mask=None) -> None:
+        vals = values if mask is None else values[mask]
+        pos = self.pos if mask is None else self.pos[mask]
+        mat, lens = varint.encode(vals)
+        keep = np.arange(mat.shape[1]) < lens[:, None]
+        self.out[(pos[:, None] + np.arange(mat.shape[1]))[keep]] = mat[keep]
+        if mask is None:
+            self.pos += lens
+        else:
+            self.pos[mask] += lens
+
+    def items(self, values: np.ndarray, counts: np.ndarray) -> None:
+        """Write ``counts[i]`` consecutive items of ``values`` (in row order) into record i."""
+        size = values.dtype.itemsize
+        dest = np.repeat(self.pos - (np.cumsum(counts) - counts) * size, counts) + np.arange(len(values)) * size
+        scatter(self.out, dest, values.view(f"<u{size}"))
+        self.pos += counts * size
+
+    def packed_varints(self, mat: np.ndarray, lens: np.ndarray, counts: np.ndarray, byte_counts: np.ndarray):
+        """Write each record's ``counts[i]`` varints (rows of ``mat``, ``lens`` bytes each) back to back."""
+        before = np.cumsum(lens) - lens  # bytes of all earlier varints
+        first = (np.cumsum(counts) - counts)[counts > 0]
+        dest = np.repeat(self.pos[counts > 0] - before[first], counts[counts > 0]) + before
+        # Every varint is written at full width, last byte column first: the bytes a short varint spills
+        # past its end are overwritten by the next varint's lower columns, or by the field after the run
+        # (the shape field, which is always longer than the spill).
+        for j in reversed(range(mat.shape[1])):
+            self.out[dest + j] = mat[:, j]
+        self.pos += byte_counts
+
+
+def scatter(out: np.ndarray, dest: np.ndarray, items: np.ndarray) -> None:
+    """``out[dest[i] : dest[i] + size] = items[i]`` for byte offsets that need not be aligned."""
+    size = items.dtype.itemsize
+    if len(dest) == 0:
+        return
+    residue = dest % size
+    for r in np.flatnonzero(np.bincount(residue, minlength=size)):
+        sel = residue == r
+        words = out[r : r + (len(out) - r) // size * size].view(items.dtype)
+        words[(dest[sel] - r) // size] = items[sel]
+
+
+def gather(buf: np.ndarray, src: np.ndarray, dtype) -> np.ndarray:
+    """``buf[src[i] : src[i] + size]`` read as one item of ``dtype`` each, for unaligned byte offsets."""
+    dt = np.dtype(dtype)
+    size = dt.itemsize
+    out = np.empty(len(src), dtype=f"<u{size}")
+    residue = src % size
+    for r in np.flatnonzero(np.bincount(residue, minlength=size)):
+        sel = residue == r
+        words = buf[r : r + (len(buf) - r) // size * size].view(out.dtype)
+        out[sel] = words[(src[sel] - r) // size]
+    return out.view(dt.newbyteorder("<")).astype(dt, copy=False)
+
+
+def _escape_var_rows(out: np.ndarray, starts: np.ndarray, plen: np.ndarray) -> bytes:
+    words = out.view("<u4")
+    hits = np.flatnonzero(words == MAGIC) * 4
+    if len(hits) == len(starts):  # only the record heads
+        return out.tobytes()
+    rec = np.searchsorted(starts, hits, side="right") - 1
+    inside = (hits >= starts[rec] + 8) & (hits + 4 <= starts[rec] + 8 + (plen[rec] & ~3))
+    bad = np.unique(rec[inside])
+    if not len(bad):
+        return out.tobytes()
+    ends = np.concatenate([starts[1:], [len(out)]])
+    chunks, prev = [], 0
+    for i in bad:
+        chunks.append(out[prev : starts[i]].tobytes())
+        chunks.append(frame(out[starts[i] + 8 : starts[i] + 8 + plen[i]].tobytes()))
+        prev = ends[i]
+    chunks.append(out[prev:].tobytes())
+    return b"".join(chunks)
+
+
+def encode_batch(batch: Batch) -> bytes:
+    if batch.is_sparse:
+        return encode_sparse(batch.features, batch.labels)
+    return encode_dense(batch.features, batch.labels)
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+
+class _Unsupported(Exception):
+    """The records are outside the vectorized common case; decode them through the protobuf runtime."""
+
+
+def decode(buf, source: str = "<buffer>", feature_dim: int | None = None, base_offset: int = 0) -> Batch:
+    """All records of a buffer of framed recordIO-protobuf as one Batch."""
+    return decode_frames(scan_frames(buf, source, base_offset), source, feature_dim)
+
+
+def decode_frames(frames: Frames, source: str = "<buffer>", feature_dim: int | None = None,
+                  first_index: int = 0) -> Batch:
+    try:
+        return _decode_vectorized(frames, source, feature_dim, first_index)
+    except _Unsupported:
+        from .proto import Record
+        from .records import records_to_batch
+
+        records = []
+        for i in range(len(frames)):
+            record = Record()
+            try:
+                record.ParseFromString(frames.payload(i))
+            except Exception as exc:
+                raise ValueError(f"{source}: record {first_index + i} is not a valid aialgs.data.Record: {exc}") \
+                    from None
+            records.append(record)
+        return records_to_batch(records, feature_dim, first_index, source)
+
+
+def _decode_vectorized(frames: Frames, source: str, feature_dim: int | None, first_index: int) -> Batch:
+    n = len(frames)
+    if n == 0:
+        return Batch(np.zeros((0, feature_dim or 0), np.float32))
+    uniform = _decode_uniform(frames)
+    if uniform is not None:
+        return uniform
+    lo, hi = int(frames.starts.min()), int((frames.starts + frames.lengths).max())
+    buf = np.concatenate([frames.data[lo:hi], np.zeros(16, np.uint8)])
+    start = frames.starts - lo
+    return _decode_lockstep(buf, start, start + frames.lengths, source, feature_dim, first_index)
+
+
+def _decode_uniform(frames: Frames) -> Batch | None:
+    """Dense records that all share one layout (as a dense writer makes them) are columns of a strided view."""
+    n, starts, lengths = len(frames), frames.starts, frames.lengths
+    size = int(lengths[0])
+    if (lengths != size).any():
+        return None
+    stride = int(starts[1] - starts[0]) if n > 1 else size
+    if n > 1 and (np.diff(starts) != stride).any():
+        return None
+    first = np.concatenate([frames.data[starts[0] : starts[0] + size], np.zeros(16, np.uint8)])
+    try:
+        batch = _decode_lockstep(first, np.zeros(1, np.int64), np.array([size]), "<record>", None, 0)
+    except (_Unsupported, ValueError):
+        return None
+    if batch.is_sparse:
+        return None
+    rows = np.lib.stride_tricks.as_strided(frames.data[starts[0] :], shape=(n, size), strides=(stride, 1),
+                                           writeable=False)
+    layout = _uniform_layout(first, size)
+    if layout is None:
+        return None
+    (f_at, f_len, f_dtype), label = layout
+    variable = np.zeros(size, bool)
+    variable[f_at : f_at + f_len] = True
+    if label is not None:
+        variable[label[0] : label[0] + label[1]] = True
+    fixed = np.flatnonzero(~variable)
+    if not (rows[:, fixed] == first[fixed]).all():
+        return None
+    features = np.ascontiguousarray(rows[:, f_at : f_at + f_len]).view(f_dtype.newbyteorder("<"))
+    features = features.astype(f_dtype, copy=False).reshape(n, -1)
+    labels = None
+    if label is not None:
+        at, length, dtype = label
+        labels = np.ascontiguousarray(rows[:, at : at + length]).view(dtype.newbyteorder("<"))
+        labels = labels.astype(dtype, copy=False).reshape(n, -1)
+        if labels.shape[1] == 1:
+            labels = labels[:, 0]
+    return Batch(features, labels)
+
+
+def _uniform_layout(first: np.ndarray, size: int):
+    """(offset, length, dtype) of the feature values and of the label values in one dense record."""
+    pos, end = np.zeros(1, np.int64), np.array([size])
+    feat, pos = _parse_entry(first, pos, end, 0x0A)
+    f = (int(feat["values_start"][0]), int(feat["values_len"][0]), feat["dtype"])
+    if pos[0] < size and first[pos[0]] == 0x12:
+        label, pos = _parse_entry(first, pos, end, 0x12)
+        return f, (int(label["values_start"][0]), int(label["values_len"][0]), label["dtype"])
+    return f, None
+
+
+def _decode_lockstep(buf, start, end, source, feature_dim, first_index) -> Batch:
+    feat, pos = _parse_entry(buf, start, end, 0x0A)
+    has_label = (pos < end) & (buf[np.minimum(pos, len(buf) - 1)] == 0x12)
+    label = None
+    if has_label.any():
+        if not has_label.all():
+            raise _Unsupported  # the records path names the record that differs
+        label, pos = _parse_entry(buf, pos, end, 0x12)
+        if label["keys_len"].any() or label["shape_len"].any():
+            raise _Unsupported
+    pos = _skip_strings(buf, pos, end)
+    features = _features(buf, feat, source, feature_dim, first_index)
+    labels = None
+    if label is not None:
+        labels = _dense_rows(buf, label, source, first_index, "label")
+        if labels.shape[1] == 1:
+            labels = labels[:, 0]
+    return Batch(features, labels)
+
+
+def _parse_entry(buf: np.ndarray, pos: np.ndarray, end: np.ndarray, record_field: int):
+    """Parse one ``{"values": Value{float tensor}}`` map entry at every position, in lockstep."""
+    if not (buf[pos] == record_field).all():
+        raise _Unsupported
+    entry_len, c = varint.read_at(buf, pos + 1)
+    pos = pos + 1 + c
+    entry_end = pos + entry_len.astype(np.int64)
+    if (c == 0).any() or (entry_end > end).any():
+        raise _Unsupported
+    if not (buf[pos[:, None] + np.arange(len(_KEY))] == _KEY_ARR).all() or not (buf[pos + len(_KEY)] == 0x12).all():
+        raise _Unsupported
+    value_len, c = varint.read_at(buf, pos + len(_KEY) + 1)
+    pos = pos + len(_KEY) + 1 + c
+    if (c == 0).any() or (pos + value_len.astype(np.int64) != entry_end).any():
+        raise _Unsupported
+    tags = buf[pos]
+    tag = int(tags[0])
+    if tag not in _TAG_DTYPE or not (tags == tag).all():
+        raise _Unsupported
+    tensor_len, c = varint.read_at(buf, pos + 1)
+    pos = pos + 1 + c
+    tensor_end = pos + tensor_len.astype(np.int64)
+    if (c == 0).any() or (tensor_end != entry_end).any():
+        raise _Unsupported
+    regions = {"dtype": _TAG_DTYPE[tag]}
+    for name, field_tag in (("values", 0x0A), ("keys", 0x12), ("shape", 0x1A)):
+        has = (pos < tensor_end) & (buf[pos] == field_tag)
+        flen, c = varint.read_at(buf, pos + 1)
+        if (has & (c == 0)).any():
+            raise _Unsupported
+        body = pos + 1 + c
+        regions[f"{name}_start"] = np.where(has, body, 0)
+        regions[f"{name}_len"] = np.where(has, flen.astype(np.int64), 0)
+        pos = np.where(has, body + flen.astype(np.int64), pos)
+    if (pos != tensor_end).any():
+        raise _Unsupported  # unpacked repeated fields or unknown tensor fields
+    if ((pos < end) & (buf[pos] == record_field)).any():
+        raise _Unsupported  # more than one key in the map
+    return regions, pos
+
+
+def _skip_strings(buf: np.ndarray, pos: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Step over the optional uid / metadata / configuration strings (fields 3, 4, 5)."""
+    while True:
+        more = pos < end
+        if not more.any():
+            break
+        tags = buf[pos[more]]
+        if not np.isin(tags, (0x1A, 0x22, 0x2A)).all():
+            raise _Unsupported
+        flen, c = varint.read_at(buf, pos[more] + 1)
+        if (c == 0).any():
+            raise _Unsupported
+        pos = pos.copy()
+        pos[more] = pos[more] + 1 + c + flen.astype(np.int64)
+    if (pos != end).any():
+        raise _Unsupported
+    return pos
+
+
+def _gather(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Concatenate ``buf[starts[i] : starts[i] + lens[i]]`` for every i."""
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, np.uint8)
+    if (lens == lens[0]).all():
+        return buf[(starts[:, None] + np.arange(int(lens[0]))).reshape(-1)]
+    offsets = np.repeat(starts - (np.cumsum(lens) - lens), lens)
+    return buf[offsets + np.arange(total)]
+
+
+def _dense_rows(buf, region, source, first_index, what) -> np.ndarray:
+    dtype = region["dtype"]
+    lens = region["values_len"]
+    if (lens % dtype.itemsize).any():
+        raise _Unsupported
+    counts = lens // dtype.itemsize
+    if (counts != counts[0]).any():
+        i = int(np.flatnonzero(counts != counts[0])[0])
+        raise ValueError(f"{source}: {what} of differing lengths: record {first_index} has {counts[0]} values, "
+                         f"record {first_index + i} has {counts[i]}")
+    data = _gather(buf, region["values_start"], lens)
+    return data.view(dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(len(lens), int(counts[0]))
+
+
+def _segment_index(counts: np.ndarray) -> np.ndarray:
+    """Position of each element within its segment, for segments of the given sizes laid end to end."""
+    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
+def _features(buf, region, source, feature_dim, first_index):
+    dtype = region["dtype"]
+    lens = region["values_len"]
+    if (lens % dtype.itemsize).any():
+        raise _Unsupported
+    counts = lens // dtype.itemsize
+    has_keys, has_shape = region["keys_len"] > 0, region["shape_len"] > 0
+    sparse = has_keys | (has_shape & (counts == 0))
+    if not sparse.any():
+        return _dense_rows(buf, region, source, first_index, "dense records")
+    if (has_keys & ~has_shape).any():
+        i = int(np.flatnonzero(has_keys & ~has_shape)[0])
+        raise ValueError(f"{source}: record {first_index + i} is sparse but has no shape")
+    dims_raw, c = varint.read_at(buf, region["shape_start"])
+    if (has_shape & (c != region["shape_len"])).any():
+        raise _Unsupported  # multi-dimensional shapes
+    dims = dims_raw.astype(np.int64)
+    key_bytes = _gather(buf, region["keys_start"], region["keys_len"])
+    if len(key_bytes) and key_bytes[-1] >= 0x80:
+        raise _Unsupported
+    keys = varint.decode_stream(key_bytes).astype(np.int64)
+    ended = np.concatenate([[0], np.cumsum(key_bytes < 0x80)])
+    key_counts = np.diff(ended[np.concatenate([[0], np.cumsum(region["keys_len"])])])
+    if (sparse & (key_counts != counts)).any():
+        i = int(np.flatnonzero(sparse & (key_counts != counts))[0])
+        raise ValueError(f"{source}: record {first_index + i} has {key_counts[i]} keys but {counts[i]} values")
+    if feature_dim is not None:
+        dim = feature_dim
+    else:
+        dim = max(int(dims[sparse].max()), int(counts[~sparse].max()) if (~sparse).any() else 0)
+    data = gather(buf, np.repeat(region["values_start"] - (np.cumsum(lens) - lens), counts)
+                  + np.arange(int(counts.sum())) * dtype.itemsize, dtype)
+    col = np.empty(len(data), np.int64)
+    row_start = np.cumsum(counts) - counts
+    for rows, cols_of in ((~sparse, None), (sparse, keys)):
+        if rows.any():
+            c_rows = counts[rows]
+            within = _segment_index(c_rows)
+            dest = np.repeat(row_start[rows], c_rows) + within
+            col[dest] = within if cols_of is None else cols_of[np.repeat((np.cumsum(key_counts) - key_counts)[rows],
+                                                                          c_rows) + within]
+    if len(col) and col.max() >= dim:
+        bad = int(np.argmax(col >= dim))
+        i = int(np.searchsorted(np.cumsum(counts), bad, side="right"))
+        raise ValueError(f"{source}: record {first_index + i} has key {int(col[bad])} beyond dimension {dim}")
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return sp.csr_matrix((data, col, indptr), shape=(len(counts), dim))

@@ -1,0 +1,93 @@
+"""What a training worker is given: SageMaker's training contract, on local paths and URIs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ..batch import Batch
+from ..channel import RECORDIO_PROTOBUF, Channel, Shard, base_content_type
+from .collectives import Collectives, LocalCollectives
+from .reporter import Reporter
+
+
+@dataclass
+class ChannelInput:
+    """This worker's part of one channel: the shard files it reads (all of them when FullyReplicated)."""
+
+    name: str
+    files: list[str]
+    content_type: str = RECORDIO_PROTOBUF
+    feature_dim: int | None = None
+    has_label: bool | None = None
+    num_records: int | None = None  # this worker's records, when known
+    total_records: int | None = None  # the whole channel's records, when known
+    distribution: str = "ShardedByKey"
+
+    @classmethod
+    def from_channel(cls, name: str, channel: Channel, shards: list[Shard] | None = None) -> ChannelInput:
+        shards = channel.shards() if shards is None else shards
+        counts = [s.records for s in shards]
+        manifest = channel.manifest
+        return cls(name=name, files=[channel.shard_uri(s) for s in shards], content_type=channel.content_type,
+                   feature_dim=channel.feature_dim, has_label=manifest.has_label if manifest else None,
+                   num_records=None if None in counts else sum(counts), total_records=channel.num_records,
+                   distribution=channel.distribution)
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        """Batches of ``batch_size`` records over this worker's files, streamed with bounded memory."""
+        ctype = base_content_type(self.content_type)
+        if ctype == RECORDIO_PROTOBUF:
+            from ..reader import iter_batches
+
+            return iter_batches(self.files, batch_size, feature_dim=self.feature_dim)
+        from ..text_formats import iter_text_batches
+
+        return iter_text_batches(self.files, self.content_type, batch_size, feature_dim=self.feature_dim)
+
+
+@dataclass
+class TrainingEnv:
+    """One worker's view of a training job.
+
+    ``hyperparameters`` are strings with SageMaker's names. ``rank`` is this worker's index among
+    ``hosts``; rank 0 writes the model. ``gpus`` are the device addresses Spark gave this worker's task
+    (``CUDA_VISIBLE_DEVICES`` is already set to them), ``device`` is ``"cuda"`` or ``"cpu"``.
+    """
+
+    hyperparameters: dict[str, str]
+    channels: dict[str, ChannelInput]
+    model_dir: str
+    output_dir: str | None = None
+    rank: int = 0
+    hosts: list[str] = field(default_factory=lambda: ["algo-1"])
+    gpus: list[str] = field(default_factory=list)
+    collectives: Collectives = field(default_factory=LocalCollectives)
+    reporter: Reporter = field(default_factory=Reporter)
+    num_cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
+    job_name: str | None = None
+
+    @property
+    def world_size(self) -> int:
+        return len(self.hosts)
+
+    @property
+    def current_host(self) -> str:
+        return self.hosts[self.rank]
+
+    @property
+    def is_master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpus else "cpu"
+
+    def channel(self, name: str) -> ChannelInput | None:
+        return self.channels.get(name)
+
+    def require_channel(self, name: str) -> ChannelInput:
+        if name not in self.channels:
+            raise ValueError(f"the '{name}' channel is required (given: {', '.join(self.channels) or 'none'})")
+        return self.channels[name]
