@@ -109,8 +109,13 @@ def _escape_rows(out: np.ndarray, payload_len: int) -> bytes:
     return b"".join(chunks)
 
 
-def encode_sparse(matrix: sp.csr_matrix, labels: np.ndarray | None = None) -> bytes:
-    """Frame one sparse record (``keys`` = column indices, ``shape = [ncols]``) per CSR row."""
+def encode_sparse(matrix: sp.csr_matrix, labels: np.ndarray | None = None,
+                  dense_rows: np.ndarray | None = None) -> bytes:
+    """Frame one sparse record (``keys`` = column indices, ``shape = [ncols]``) per CSR row.
+
+    ``dense_rows`` marks rows to write as dense records instead (their CSR row must hold every column),
+    for columns that mix dense and sparse vectors, as sagemaker-spark writes them.
+    """
     m = sp.csr_matrix(matrix)
     if not m.has_sorted_indices:
         m = m.sorted_indices()
@@ -119,13 +124,21 @@ def encode_sparse(matrix: sp.csr_matrix, labels: np.ndarray | None = None) -> by
     s = data.dtype.itemsize
     tag = _value_tag(data.dtype)
     nnz = np.diff(m.indptr).astype(np.int64)
-    key_mat, key_lens = varint.encode(m.indices.astype(np.uint64))
+    sparse_rows = np.ones(n, bool) if dense_rows is None else ~np.asarray(dense_rows, bool)
+    if dense_rows is not None and (nnz[~sparse_rows] != dim).any():
+        raise ValueError("rows marked dense must hold every column")
+    has = nnz > 0
+    has_keys = has & sparse_rows
+    keyed = np.repeat(has_keys, nnz)
+    key_mat, key_lens = varint.encode(m.indices[keyed].astype(np.uint64))
+    key_counts = np.where(has_keys, nnz, 0)
     key_len_cum = np.concatenate([[0], np.cumsum(key_lens)])
-    kb = key_len_cum[m.indptr[1:]] - key_len_cum[m.indptr[:-1]]
+    key_first = np.cumsum(key_counts) - key_counts
+    kb = key_len_cum[key_first + key_counts] - key_len_cum[key_first]
     vb = nnz * s
     shape_field = bytes([0x1A]) + varint.encode_scalar(varint.length_scalar(dim)) + varint.encode_scalar(dim)
-    has = nnz > 0
-    tlen = np.where(has, 1 + varint.length(vb) + vb + 1 + varint.length(kb) + kb, 0) + len(shape_field)
+    tlen = (np.where(has, 1 + varint.length(vb) + vb, 0) + np.where(has_keys, 1 + varint.length(kb) + kb, 0)
+            + np.where(sparse_rows, len(shape_field), 0))
     vlen = 1 + varint.length(tlen) + tlen
     elen = len(_KEY) + 1 + varint.length(vlen) + vlen
     flen = 1 + varint.length(elen) + elen
@@ -153,10 +166,10 @@ def encode_sparse(matrix: sp.csr_matrix, labels: np.ndarray | None = None) -> by
     w.byte(0x0A, has)
     w.varint(vb, has)
     w.items(data, nnz)
-    w.byte(0x12, has)
-    w.varint(kb, has)
-    w.packed_varints(key_mat, key_lens, nnz, kb)
-    w.const(shape_field)
+    w.byte(0x12, has_keys)
+    w.varint(kb, has_keys)
+    w.packed_varints(key_mat, key_lens, key_counts, kb)
+    w.const(shape_field, sparse_rows)
     if y is not None:
         w.const(label_prefix)
         w.items(y.reshape(-1), np.full(n, y.shape[1], np.int64))
