@@ -110,11 +110,17 @@ def _escape_rows(out: np.ndarray, payload_len: int) -> bytes:
 
 
 def encode_sparse(matrix: sp.csr_matrix, labels: np.ndarray | None = None) -> bytes:
-    """Frame one sparse record (``keys`` = column indices, ``shape = [ncols]``) per CSR row."""
+    """Frame one sparse record (``keys`` = column indices, ``shape = [ncols]``) per CSR row.
+
+    Each row's entries are written in the order the CSR holds them (sorted or not, explicit zeros
+    included), as the SageMaker SDK writes them.
+    """
     m = sp.csr_matrix(matrix)
-    if not m.has_sorted_indices:
-        m = m.sorted_indices()
     n, dim = m.shape
+    if m.nnz and (int(m.indices.min()) < 0 or int(m.indices.max()) >= dim):
+        bad = int(np.flatnonzero((m.indices < 0) | (m.indices >= dim))[0])
+        row = int(np.searchsorted(m.indptr, bad, side="right")) - 1
+        raise ValueError(f"row {row} has column index {int(m.indices[bad])} outside [0, {dim})")
     data = np.ascontiguousarray(m.data, dtype=m.data.dtype.newbyteorder("<"))
     s = data.dtype.itemsize
     tag = _value_tag(data.dtype)
