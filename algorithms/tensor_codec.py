@@ -53,11 +53,16 @@ def _dense_entry(record_field: int, count: int, dtype) -> tuple[bytes, int]:
     return _entry_prefix(record_field, _value_tag(dt), len(inner) + data_len) + inner, data_len
 
 
-def _as_matrix(a: np.ndarray, n: int) -> np.ndarray:
-    a = np.asarray(a)
-    if a.ndim == 1:
-        a = a.reshape(n, 1) if n else a.reshape(0, 1)
-    return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+def _label_matrix(labels: np.ndarray, n: int) -> np.ndarray:
+    """Labels as a little-endian ``(n, k)`` matrix: ``(n,)`` is one scalar label per record."""
+    y = np.asarray(labels)
+    if y.ndim == 1:
+        y = y.reshape(-1, 1)
+    if y.ndim != 2:
+        raise ValueError(f"labels must have shape (n,) or (n, k), got {y.shape}")
+    if y.shape[0] != n:
+        raise ValueError(f"{n} feature rows but {y.shape[0]} labels")
+    return np.ascontiguousarray(y, dtype=y.dtype.newbyteorder("<"))
 
 
 def encode_dense(features: np.ndarray, labels: np.ndarray | None = None) -> bytes:
@@ -74,9 +79,7 @@ def encode_dense(features: np.ndarray, labels: np.ndarray | None = None) -> byte
     feat_prefix, feat_len = _dense_entry(0x0A, d, x.dtype)
     pieces: list[tuple[bytes, np.ndarray | None]] = [(feat_prefix, x.view(np.uint8).reshape(n, feat_len))]
     if labels is not None:
-        y = _as_matrix(labels, n)
-        if y.shape[0] != n:
-            raise ValueError(f"{n} feature rows but {y.shape[0]} labels")
+        y = _label_matrix(labels, n)
         label_prefix, label_len = _dense_entry(0x12, y.shape[1], y.dtype)
         pieces.append((label_prefix, y.view(np.uint8).reshape(n, label_len)))
     payload_len = sum(len(p) + (0 if a is None else a.shape[1]) for p, a in pieces)
@@ -137,15 +140,13 @@ def encode_sparse(matrix: sp.csr_matrix, labels: np.ndarray | None = None) -> by
     flen = 1 + varint.length(elen) + elen
     label_prefix, label_len, y = b"", 0, None
     if labels is not None:
-        y = _as_matrix(labels, n)
-        if y.shape[0] != n:
-            raise ValueError(f"{n} feature rows but {y.shape[0]} labels")
+        y = _label_matrix(labels, n)
         label_prefix, label_len = _dense_entry(0x12, y.shape[1], y.dtype)
     plen = flen + len(label_prefix) + label_len
     if n and plen.max() > MAX_RECORD_LENGTH:
         raise ValueError(f"a record of {int(plen.max())} bytes exceeds the RecordIO limit of {MAX_RECORD_LENGTH}")
     rlen = 8 + plen + (-plen & 3)
-    starts = np.concatenate([[0], np.cumsum(rlen)[:-1]]).astype(np.int64)
+    starts = (np.cumsum(rlen) - rlen).astype(np.int64)
     out = np.zeros(int(rlen.sum()), dtype=np.uint8)
     w = _Writer(out, starts)
     w.u32(np.full(n, MAGIC, np.uint32))
