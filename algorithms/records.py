@@ -102,7 +102,7 @@ def records_to_batch(records: Iterable[Record], feature_dim: int | None = None, 
             if len(tensor.shape) != 1:
                 raise ValueError(f"{source}: record {i} is sparse with shape {list(tensor.shape)}; "
                                  "a vector needs a 1-D shape")
-            keys = np.asarray(tensor.keys, dtype=np.int64)
+            keys = np.asarray(tensor.keys, dtype=np.uint64)
             if len(keys) != len(values):
                 raise ValueError(f"{source}: record {i} has {len(keys)} keys but {len(values)} values")
             rows.append((values, keys, int(tensor.shape[0])))
@@ -146,7 +146,7 @@ def _assemble(rows, labels, dtype, feature_dim, first_index, source) -> Batch:
             k = np.arange(len(v), dtype=np.int64) if k is None else k
             if len(k) and k.max() >= d:
                 raise ValueError(f"{source}: record {first_index + i} has key {int(k.max())} beyond dimension {d}")
-            cols.append(k)
+            cols.append(k.astype(np.int64))
             vals.append(v.astype(dtype, copy=False))
             indptr[i + 1] = indptr[i] + len(k)
         features = sp.csr_matrix(

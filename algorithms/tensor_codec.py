@@ -507,9 +507,13 @@ def _features(buf, region, source, feature_dim, first_index):
         raise _Unsupported  # multi-dimensional shapes
     dims = dims_raw.astype(np.int64)
     key_bytes = _gather(buf, region["keys_start"], region["keys_len"])
-    if len(key_bytes) and key_bytes[-1] >= 0x80:
-        raise _Unsupported
-    keys = varint.decode_stream(key_bytes).astype(np.int64)
+    key_ends = (np.cumsum(region["keys_len"]) - 1)[has_keys]
+    if (key_bytes[key_ends] >= 0x80).any():
+        raise _Unsupported  # a record's keys end inside a varint: the protobuf runtime names the record
+    try:
+        keys = varint.decode_stream(key_bytes)
+    except ValueError:
+        raise _Unsupported from None
     ended = np.concatenate([[0], np.cumsum(key_bytes < 0x80)])
     key_counts = np.diff(ended[np.concatenate([[0], np.cumsum(region["keys_len"])])])
     if (sparse & (key_counts != counts)).any():
@@ -530,9 +534,10 @@ def _features(buf, region, source, feature_dim, first_index):
             dest = np.repeat(row_start[rows], c_rows) + within
             col[dest] = within if cols_of is None else cols_of[np.repeat((np.cumsum(key_counts) - key_counts)[rows],
                                                                           c_rows) + within]
-    if len(col) and col.max() >= dim:
-        bad = int(np.argmax(col >= dim))
+    if len(col) and (col.max() >= dim or col.min() < 0):  # keys >= 2**63 wrapped to negative int64
+        bad = int(np.argmax((col >= dim) | (col < 0)))
         i = int(np.searchsorted(np.cumsum(counts), bad, side="right"))
-        raise ValueError(f"{source}: record {first_index + i} has key {int(col[bad])} beyond dimension {dim}")
+        key = int(col[bad].astype(np.uint64))
+        raise ValueError(f"{source}: record {first_index + i} has key {key} beyond dimension {dim}")
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return sp.csr_matrix((data, col, indptr), shape=(len(counts), dim))
