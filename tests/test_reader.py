@@ -235,3 +235,16 @@ def test_keys_ending_inside_a_varint_are_a_corrupt_record():
     bad[at + 4] |= 0x80
     with pytest.raises(ValueError, match=r"h\.pbr: record 1 is not a valid aialgs\.data\.Record"):
         tensor_codec.decode(frame_all([good, bytes(bad), good]), "h.pbr")
+
+
+def test_a_huge_record_is_read_in_doubling_steps(tmp_path, monkeypatch):
+    from algorithms import reader
+
+    x = np.arange(2 * 250_000, dtype=np.float32).reshape(2, -1)  # two 1 MB records
+    path = dense_file(tmp_path, "huge.pbr", x)
+    calls = []
+    real = reader.scan_frames
+    monkeypatch.setattr(reader, "scan_frames", lambda buf, *a, **k: calls.append(len(buf)) or real(buf, *a, **k))
+    got = Batch.concat(list(iter_batches([path], batch_size=1, chunk_bytes=1000)))
+    np.testing.assert_array_equal(got.features, x)
+    assert len(calls) < 40  # re-scanning from the record head every 1000 bytes would take ~2000 calls
