@@ -78,6 +78,8 @@ class Manifest:
     def from_json(cls, text: str, source: str = MANIFEST) -> Manifest:
         try:
             doc = json.loads(text)
+            if not isinstance(doc, dict):
+                raise ValueError(f"expected a JSON object, got {type(doc).__name__}")
             if doc.get("format") != MANIFEST_FORMAT:
                 raise ValueError(f"format is {doc.get('format')!r}, not {MANIFEST_FORMAT!r}")
             if int(doc.get("version", 0)) > MANIFEST_VERSION:
