@@ -92,7 +92,7 @@ def records_to_batch(records: Iterable[Record], feature_dim: int | None = None, 
     dtype = None
     for i, record in enumerate(records, start=first_index):
         if "values" not in record.features:
-            keys = ", ".join(sorted(record.features)) or "none"
+            keys = ", ".join(sorted(map(str, record.features))) or "none"  # bytes if not UTF-8
             raise ValueError(f"{source}: record {i} has no features['values'] (feature keys: {keys})")
         field, tensor = tensor_of(record.features["values"])
         dt = _FIELD_DTYPE[field]
@@ -117,7 +117,8 @@ def records_to_batch(records: Iterable[Record], feature_dim: int | None = None, 
 def _label_of(record: Record, i: int, source: str) -> np.ndarray | None:
     if "values" not in record.label:
         if len(record.label):
-            raise ValueError(f"{source}: record {i} has labels {sorted(record.label)} but no label['values']")
+            raise ValueError(f"{source}: record {i} has labels {sorted(map(str, record.label))} but no "
+                             "label['values']")
         return None
     field, tensor = tensor_of(record.label["values"])
     if len(tensor.keys):

@@ -399,40 +399,57 @@ def _decode_lockstep(buf, start, end, source, feature_dim, first_index) -> Batch
     return Batch(features, labels)
 
 
+def _read_length(buf: np.ndarray, at: np.ndarray, live: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Length varints at ``at`` (those where ``live``) as int64, and their byte counts.
+
+    A varint over 10 bytes or a length beyond the buffer is corrupt or foreign data: the protobuf
+    runtime then names the record. (Unchecked, huge lengths wrap to negative int64 positions.)
+    """
+    value, count = varint.read_at(buf, at)
+    bad = (count == 0) | (value > np.uint64(len(buf)))
+    if (bad if live is None else bad & live).any():
+        raise _Unsupported
+    return np.where(bad, 0, value).astype(np.int64), count
+
+
 def _parse_entry(buf: np.ndarray, pos: np.ndarray, end: np.ndarray, record_field: int):
-    """Parse one ``{"values": Value{float tensor}}`` map entry at every position, in lockstep."""
+    """Parse one ``{"values": Value{float tensor}}`` map entry at every position, in lockstep.
+
+    Every position stays within its record (or a few bytes past it, inside the buffer's padding), so
+    corrupt records can't make the parser index outside the buffer.
+    """
     if not (buf[pos] == record_field).all():
         raise _Unsupported
-    entry_len, c = varint.read_at(buf, pos + 1)
+    entry_len, c = _read_length(buf, pos + 1)
     pos = pos + 1 + c
-    entry_end = pos + entry_len.astype(np.int64)
-    if (c == 0).any() or (entry_end > end).any():
+    entry_end = pos + entry_len
+    if (entry_end > end).any() or (pos + len(_KEY) + 2 > entry_end).any():
         raise _Unsupported
     if not (buf[pos[:, None] + np.arange(len(_KEY))] == _KEY_ARR).all() or not (buf[pos + len(_KEY)] == 0x12).all():
         raise _Unsupported
-    value_len, c = varint.read_at(buf, pos + len(_KEY) + 1)
+    value_len, c = _read_length(buf, pos + len(_KEY) + 1)
     pos = pos + len(_KEY) + 1 + c
-    if (c == 0).any() or (pos + value_len.astype(np.int64) != entry_end).any():
+    if (pos + value_len != entry_end).any() or (pos + 2 > entry_end).any():
         raise _Unsupported
     tags = buf[pos]
     tag = int(tags[0])
     if tag not in _TAG_DTYPE or not (tags == tag).all():
         raise _Unsupported
-    tensor_len, c = varint.read_at(buf, pos + 1)
+    tensor_len, c = _read_length(buf, pos + 1)
     pos = pos + 1 + c
-    tensor_end = pos + tensor_len.astype(np.int64)
-    if (c == 0).any() or (tensor_end != entry_end).any():
+    tensor_end = pos + tensor_len
+    if (tensor_end != entry_end).any():
         raise _Unsupported
     regions = {"dtype": _TAG_DTYPE[tag]}
     for name, field_tag in (("values", 0x0A), ("keys", 0x12), ("shape", 0x1A)):
         has = (pos < tensor_end) & (buf[pos] == field_tag)
-        flen, c = varint.read_at(buf, pos + 1)
-        if (has & (c == 0)).any():
-            raise _Unsupported
+        flen, c = _read_length(buf, pos + 1, has)
         body = pos + 1 + c
         regions[f"{name}_start"] = np.where(has, body, 0)
-        regions[f"{name}_len"] = np.where(has, flen.astype(np.int64), 0)
-        pos = np.where(has, body + flen.astype(np.int64), pos)
+        regions[f"{name}_len"] = np.where(has, flen, 0)
+        pos = np.where(has, body + flen, pos)
+        if (pos > tensor_end).any():
+            raise _Unsupported
     if (pos != tensor_end).any():
         raise _Unsupported  # unpacked repeated fields or unknown tensor fields
     if ((pos < end) & (buf[pos] == record_field)).any():
@@ -449,11 +466,9 @@ def _skip_strings(buf: np.ndarray, pos: np.ndarray, end: np.ndarray) -> np.ndarr
         tags = buf[pos[more]]
         if not np.isin(tags, (0x1A, 0x22, 0x2A)).all():
             raise _Unsupported
-        flen, c = varint.read_at(buf, pos[more] + 1)
-        if (c == 0).any():
-            raise _Unsupported
+        flen, c = _read_length(buf, pos[more] + 1)
         pos = pos.copy()
-        pos[more] = pos[more] + 1 + c + flen.astype(np.int64)
+        pos[more] = pos[more] + 1 + c + flen
     if (pos != end).any():
         raise _Unsupported
     return pos
