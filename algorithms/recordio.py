@@ -94,6 +94,8 @@ def iter_payloads(stream: BinaryIO, source: str = "<stream>") -> Iterator[bytes]
                 raise RecordIOError(source, part_start, "stream ends inside a multi-part record")
             return
         if len(head) < 8:
+            if parts:  # report the record, as scan_frames does, not the part that was cut
+                raise RecordIOError(source, part_start, "stream ends inside a multi-part record")
             raise RecordIOError(source, offset, f"truncated record header ({len(head)} of 8 bytes)")
         magic, lrec = _HEAD.unpack(head)
         if magic != MAGIC:
@@ -102,9 +104,10 @@ def iter_payloads(stream: BinaryIO, source: str = "<stream>") -> Iterator[bytes]
         padded = length + padding(length)
         body = stream.read(padded)
         if len(body) < padded:
-            raise RecordIOError(
-                source, offset, f"truncated record: header declares {length} bytes, {max(len(body), 0)} remain"
-            )
+            if parts:
+                raise RecordIOError(source, part_start, "stream ends inside a multi-part record")
+            raise RecordIOError(source, offset, f"truncated record: header declares {length} bytes, "
+                                f"{len(body)} remain")
         data = body[:length]
         if cflag == 0:
             if parts:
