@@ -232,28 +232,23 @@ class _Writer:
 
 
 def scatter(out: np.ndarray, dest: np.ndarray, items: np.ndarray) -> None:
-    """``out[dest[i] : dest[i] + size] = items[i]`` for byte offsets that need not be aligned."""
+    """``out[dest[i] : dest[i] + size] = items[i]`` for byte offsets that need not be aligned.
+
+    One byte column at a time: ``size`` plain fancy-index writes beat grouping the offsets by alignment.
+    """
     size = items.dtype.itemsize
-    if len(dest) == 0:
-        return
-    residue = dest % size
-    for r in np.flatnonzero(np.bincount(residue, minlength=size)):
-        sel = residue == r
-        words = out[r : r + (len(out) - r) // size * size].view(items.dtype)
-        words[(dest[sel] - r) // size] = items[sel]
+    columns = np.ascontiguousarray(items).view(np.uint8).reshape(-1, size)
+    for j in range(size):
+        out[dest + j] = columns[:, j]
 
 
 def gather(buf: np.ndarray, src: np.ndarray, dtype) -> np.ndarray:
-    """``buf[src[i] : src[i] + size]`` read as one item of ``dtype`` each, for unaligned byte offsets."""
+    """``buf[src[i] : src[i] + size]`` read as one little-endian item of ``dtype`` each, for unaligned offsets."""
     dt = np.dtype(dtype)
-    size = dt.itemsize
-    out = np.empty(len(src), dtype=f"<u{size}")
-    residue = src % size
-    for r in np.flatnonzero(np.bincount(residue, minlength=size)):
-        sel = residue == r
-        words = buf[r : r + (len(buf) - r) // size * size].view(out.dtype)
-        out[sel] = words[(src[sel] - r) // size]
-    return out.view(dt.newbyteorder("<")).astype(dt, copy=False)
+    columns = np.empty((len(src), dt.itemsize), dtype=np.uint8)
+    for j in range(dt.itemsize):
+        columns[:, j] = buf[src + j]
+    return columns.view(dt.newbyteorder("<")).reshape(-1).astype(dt, copy=False)
 
 
 def _escape_var_rows(out: np.ndarray, starts: np.ndarray, plen: np.ndarray) -> bytes:
