@@ -1,4 +1,4 @@
-"""Throughput of the vectorized recordIO-protobuf codec on one core, and its speed-up over the protobuf runtime.
+"""Throughput of the vectorized recordIO-protobuf codec on one core; its speed-up over the protobuf runtime.
 
     .venv/bin/python benchmarks/codec.py            # dense 1M x 100 float32, sparse 1M x 100k with 50 nnz/row
     .venv/bin/python benchmarks/codec.py --rows 200000
@@ -72,15 +72,20 @@ def main() -> None:
     t_dec = best_of(3, lambda: [tensor_codec.decode(encoded) for _ in range(batches)])
     enc = report("encode_dense", n_values, t_enc, "values")
     dec = report("decode (dense)", n_values, t_dec, "values")
-    print(f"  {len(encoded) * batches / t_enc / 2**20:9.0f} MiB/s written, {len(encoded) * batches / t_dec / 2**20:.0f}"
-          " MiB/s read")
+    print(
+        f"  {len(encoded) * batches / t_enc / 2**20:9.0f} MiB/s written, "
+        f"{len(encoded) * batches / t_dec / 2**20:.0f}"
+        " MiB/s read"
+    )
     s = Batch(x[: args.sample], y[: args.sample])
     sample_bytes = runtime_encode(s)
     assert sample_bytes == tensor_codec.encode_dense(s.features, s.labels)
     r_enc = s.features.size / best_of(1, lambda: runtime_encode(s))
     r_dec = s.features.size / best_of(1, lambda: runtime_decode(sample_bytes))
-    print(f"  protobuf runtime: encode {r_enc / 1e6:.2f} M values/s, decode {r_dec / 1e6:.2f} M values/s"
-          f" -> vectorized is {enc / r_enc:.0f}x / {dec / r_dec:.0f}x faster")
+    print(
+        f"  protobuf runtime: encode {r_enc / 1e6:.2f} M values/s, decode {r_dec / 1e6:.2f} M values/s"
+        f" -> vectorized is {enc / r_enc:.0f}x / {dec / r_dec:.0f}x faster"
+    )
 
     print(f"\nsparse {batches * args.batch:,} x 100,000 float32, 50 nnz per row, with float32 labels")
     m = sparse_batch(rng, args.batch, 100_000, 50)
@@ -95,8 +100,10 @@ def main() -> None:
     assert sample_bytes == tensor_codec.encode_sparse(s.features, s.labels)
     r_enc = s.features.nnz / best_of(1, lambda: runtime_encode(s))
     r_dec = s.features.nnz / best_of(1, lambda: runtime_decode(sample_bytes))
-    print(f"  protobuf runtime: encode {r_enc / 1e6:.2f} M nnz/s, decode {r_dec / 1e6:.2f} M nnz/s"
-          f" -> vectorized is {enc / r_enc:.0f}x / {dec / r_dec:.0f}x faster")
+    print(
+        f"  protobuf runtime: encode {r_enc / 1e6:.2f} M nnz/s, decode {r_dec / 1e6:.2f} M nnz/s"
+        f" -> vectorized is {enc / r_enc:.0f}x / {dec / r_dec:.0f}x faster"
+    )
 
 
 if __name__ == "__main__":

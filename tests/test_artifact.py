@@ -22,8 +22,9 @@ def model_dir(tmp_path, arrays=None) -> str:
 
 
 def manifest() -> ArtifactManifest:
-    return ArtifactManifest("kmeans", {"k": "3", "feature_dim": "4"}, 4, metrics={"train:msd": 0.5},
-                            training_job="job-1")
+    return ArtifactManifest(
+        "kmeans", {"k": "3", "feature_dim": "4"}, 4, metrics={"train:msd": 0.5}, training_job="job-1"
+    )
 
 
 def test_write_then_read_round_trip(tmp_path):
@@ -72,8 +73,11 @@ def test_a_failed_copy_leaves_no_model(tmp_path, monkeypatch):
     monkeypatch.setattr(artifact.shutil, "copyfileobj", failing_copy)
     with pytest.raises(OSError, match="disk full"):
         artifact.write_artifact(src, manifest(), dest)
-    with pytest.raises(ArtifactError, match=r"dest is not a model artifact \(no manifest\.json; the job that wrote "
-                                            r"it may have failed\)"):
+    with pytest.raises(
+        ArtifactError,
+        match=r"dest is not a model artifact \(no manifest\.json; the job that wrote "
+        r"it may have failed\)",
+    ):
         artifact.read_manifest(dest)
 
 
@@ -103,13 +107,18 @@ def test_nested_folders_are_rejected_before_anything_is_copied(tmp_path):
     assert not dest.exists() or os.listdir(dest) == []
 
 
-@pytest.mark.parametrize("text,problem", [
-    ("{not json", "not a model manifest"),
-    ('["a"]', "not a model manifest"),
-    ('{"algorithm": "pca"}', "not a model manifest"),
-    ('{"algorithm": "pca", "hyperparameters": {}, "feature_dim": 3, "format_version": 9}',
-     "format version 9 is newer than this library reads"),
-])
+@pytest.mark.parametrize(
+    "text,problem",
+    [
+        ("{not json", "not a model manifest"),
+        ('["a"]', "not a model manifest"),
+        ('{"algorithm": "pca"}', "not a model manifest"),
+        (
+            '{"algorithm": "pca", "hyperparameters": {}, "feature_dim": 3, "format_version": 9}',
+            "format version 9 is newer than this library reads",
+        ),
+    ],
+)
 def test_bad_manifests(text, problem):
     with pytest.raises(ArtifactError, match=rf"^/m/manifest\.json: {problem}"):
         ArtifactManifest.from_json(text, "/m/manifest.json")

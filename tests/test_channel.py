@@ -24,14 +24,24 @@ from algorithms.reader import iter_batches
 
 
 def manifest(**kw) -> Manifest:
-    defaults = dict(content_type=RECORDIO_PROTOBUF, shards=(Shard("part-00000.pbr", 10, 1234),
-                                                            Shard("part-00001.pbr", 5, 600)),
-                    feature_dim=7, has_label=True, label_dim=1, sparse=False, feature_dtype="float32")
+    defaults = dict(
+        content_type=RECORDIO_PROTOBUF,
+        shards=(Shard("part-00000.pbr", 10, 1234), Shard("part-00001.pbr", 5, 600)),
+        feature_dim=7,
+        has_label=True,
+        label_dim=1,
+        sparse=False,
+        feature_dtype="float32",
+    )
     return Manifest(**{**defaults, **kw})
 
 
 def test_manifest_json_round_trip():
-    for m in (manifest(), manifest(extra={"source": "spark", "n": [1, 2]}), manifest(feature_dim=None, sparse=None)):
+    for m in (
+        manifest(),
+        manifest(extra={"source": "spark", "n": [1, 2]}),
+        manifest(feature_dim=None, sparse=None),
+    ):
         assert Manifest.from_json(m.to_json()) == m
 
 
@@ -47,14 +57,20 @@ def test_num_records_unknown_when_any_shard_is_uncounted():
     assert manifest(shards=(Shard("a", 3), Shard("b"))).num_records is None
 
 
-@pytest.mark.parametrize("text,problem", [
-    ("not json", "not a valid channel manifest"),
-    ('{"format": "other", "shards": []}', "format is 'other'"),
-    ('{"format": "spark_ml.channel", "version": 99, "content_type": "x", "shards": []}', "version 99 is newer"),
-    ('{"format": "spark_ml.channel", "content_type": "x"}', "not a valid channel manifest: 'shards'"),
-    ('{"format": "spark_ml.channel", "content_type": "x", "shards": [{"records": 1}]}', "not a valid"),
-    ("[1, 2]", "not a valid channel manifest"),
-])
+@pytest.mark.parametrize(
+    "text,problem",
+    [
+        ("not json", "not a valid channel manifest"),
+        ('{"format": "other", "shards": []}', "format is 'other'"),
+        (
+            '{"format": "spark_ml.channel", "version": 99, "content_type": "x", "shards": []}',
+            "version 99 is newer",
+        ),
+        ('{"format": "spark_ml.channel", "content_type": "x"}', "not a valid channel manifest: 'shards'"),
+        ('{"format": "spark_ml.channel", "content_type": "x", "shards": [{"records": 1}]}', "not a valid"),
+        ("[1, 2]", "not a valid channel manifest"),
+    ],
+)
 def test_bad_manifests_name_the_file(text, problem):
     with pytest.raises(ValueError, match=rf"^/data/ch/manifest\.json: .*{problem}"):
         Manifest.from_json(text, "/data/ch/manifest.json")
@@ -102,8 +118,9 @@ def test_sdk_style_folder(tmp_path):
     root.mkdir()
     for i in range(3):
         (root / f"matrix_{i}.pbr").write_bytes(tensor_codec.encode_dense(np.full((2, 4), i, np.float32)))
-    (root / ".amazon.manifest").write_text(json.dumps([{"prefix": f"file://{root}/"}, "matrix_0.pbr",
-                                                      "matrix_1.pbr", "matrix_2.pbr"]))
+    (root / ".amazon.manifest").write_text(
+        json.dumps([{"prefix": f"file://{root}/"}, "matrix_0.pbr", "matrix_1.pbr", "matrix_2.pbr"])
+    )
     ch = Channel.open(str(root))
     assert [s.path for s in ch.shards()] == ["matrix_0.pbr", "matrix_1.pbr", "matrix_2.pbr"]
     got = np.concatenate([b.features for b in iter_batches([ch.shard_uri(s) for s in ch.shards()], 10)])
@@ -124,7 +141,9 @@ def test_content_type_from_extensions_or_given(tmp_path):
     root.mkdir()
     (root / "a.csv").write_text("1,2\n")
     assert Channel.open(str(root)).content_type == CSV
-    assert Channel.open(str(root), content_type="text/csv;label_size=0").content_type == "text/csv;label_size=0"
+    assert (
+        Channel.open(str(root), content_type="text/csv;label_size=0").content_type == "text/csv;label_size=0"
+    )
 
 
 def test_content_type_must_match_the_manifest(tmp_path):
@@ -148,7 +167,9 @@ def test_distribution(tmp_path):
     ch = Channel.open(str(tmp_path / "ch"))
     assert ch.distribution == SHARDED_BY_KEY
     assert ch.with_distribution(FULLY_REPLICATED).distribution == FULLY_REPLICATED
-    with pytest.raises(ValueError, match="distribution must be one of ShardedByKey, FullyReplicated, got 'Shard'"):
+    with pytest.raises(
+        ValueError, match="distribution must be one of ShardedByKey, FullyReplicated, got 'Shard'"
+    ):
         Channel.open(str(tmp_path / "ch"), distribution="Shard")
 
 

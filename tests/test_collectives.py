@@ -52,8 +52,13 @@ def test_allreduce_allgather_broadcast_equal_numpy(world, size):
 
     def work(c):
         x = inputs[c.rank]
-        return (c.allreduce(x), c.allreduce(x, "max"), c.allreduce(x, "min"), c.allgather(x),
-                c.broadcast(x if c.rank == 1 else None, root=1))
+        return (
+            c.allreduce(x),
+            c.allreduce(x, "max"),
+            c.allreduce(x, "min"),
+            c.allgather(x),
+            c.broadcast(x if c.rank == 1 else None, root=1),
+        )
 
     for rank, (total, hi, lo, gathered, bcast) in enumerate(run(world, work)):
         np.testing.assert_allclose(total, np.sum(inputs, axis=0), rtol=1e-12)
@@ -86,8 +91,12 @@ def test_multi_mib_arrays_and_shapes_survive():
 @pytest.mark.parametrize("world", [2, 4])
 def test_allgather_state_and_broadcast_state(world):
     def state(rank):
-        return {"sum": np.full(3, rank, np.float64), "count": np.array(rank + 1), "centroids": np.eye(2) * rank,
-                "file": np.array([rank])}  # a key np.savez would refuse
+        return {
+            "sum": np.full(3, rank, np.float64),
+            "count": np.array(rank + 1),
+            "centroids": np.eye(2) * rank,
+            "file": np.array([rank]),
+        }  # a key np.savez would refuse
 
     def work(c):
         return c.allgather_state(state(c.rank)), c.broadcast_state(state(c.rank) if c.rank == 0 else None)

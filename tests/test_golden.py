@@ -130,7 +130,7 @@ def test_decode_reads_each_fixture_exactly(name):
 
 
 def test_int64_labels_come_back_through_the_protobuf_path():
-    """The SDK narrows int64 labels to an Int32Tensor (outside the vectorized case); decode still reads them."""
+    """The SDK narrows int64 labels to an Int32Tensor (not the vectorized case); decode still reads them."""
     got = tensor_codec.decode(pbr("sdk_dense_f32_int_labels"))
     assert got.labels.dtype == np.int32
     np.testing.assert_array_equal(got.labels, [0, 3, -1, 7, 2**20, 1])
@@ -158,11 +158,20 @@ def test_streaming_reader_reads_each_fixture_exactly(name, chunk_bytes):
 
 def test_streaming_reader_over_all_sdk_sparse_fixtures_keeps_row_order():
     names = ("sdk_sparse_f32_labels", "spark_libsvm", "sdk_sparse_f32_labels")
-    got = Batch.concat(list(iter_batches([str(GOLDEN / f"{n}.pbr") for n in names], batch_size=4,
-                                         feature_dim=100000, chunk_bytes=64)))
+    got = Batch.concat(
+        list(
+            iter_batches(
+                [str(GOLDEN / f"{n}.pbr") for n in names], batch_size=4, feature_dim=100000, chunk_bytes=64
+            )
+        )
+    )
     parts = [expected(n) for n in names]
-    want = sp.vstack([sp.csr_matrix((p.features.data, p.features.indices, p.features.indptr),
-                                    shape=(len(p), 100000)) for p in parts])
+    want = sp.vstack(
+        [
+            sp.csr_matrix((p.features.data, p.features.indices, p.features.indptr), shape=(len(p), 100000))
+            for p in parts
+        ]
+    )
     assert got.features.shape == (16, 100000)
     np.testing.assert_array_equal(got.features.toarray(), want.toarray())
     np.testing.assert_array_equal(got.labels, np.concatenate([p.labels for p in parts]))
@@ -217,7 +226,9 @@ def test_encode_dense_reproduces_sdk_files(name):
     assert tensor_codec.encode_dense(want.features, want.labels) == pbr(name)
 
 
-@pytest.mark.parametrize("name", ["sdk_sparse_f32_labels", "sdk_sparse_f64", "sdk_sparse_unsorted", "spark_libsvm"])
+@pytest.mark.parametrize(
+    "name", ["sdk_sparse_f32_labels", "sdk_sparse_f64", "sdk_sparse_unsorted", "spark_libsvm"]
+)
 def test_encode_sparse_reproduces_sdk_and_spark_files(name):
     want = expected(name)
     assert tensor_codec.encode_sparse(want.features, want.labels) == pbr(name)

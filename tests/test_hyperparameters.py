@@ -5,20 +5,28 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from algorithms.hyperparameters import AUTO, Hyperparameter, HyperparameterError, HyperparameterSpec, camel_case
+from algorithms.hyperparameters import (
+    AUTO,
+    Hyperparameter,
+    HyperparameterError,
+    HyperparameterSpec,
+    camel_case,
+)
 
-SPEC = HyperparameterSpec([
-    Hyperparameter("feature_dim", int, required=True, low=1),
-    Hyperparameter("mini_batch_size", int, default=1000, low=1),
-    Hyperparameter("learning_rate", float, default=AUTO, low=0, low_open=True, auto=True),
-    Hyperparameter("wd", float, default=0.0, low=0),
-    Hyperparameter("momentum", float, default=0.0, low=0, high=1, high_open=True),
-    Hyperparameter("use_bias", bool, default=True),
-    Hyperparameter("predictor_type", str, required=True, choices=("binary_classifier", "regressor")),
-    Hyperparameter("eval_metrics", list, default=None),
-    Hyperparameter("extra_center_factor", int, default=AUTO, low=1, auto=True),
-    Hyperparameter("init_method", str, default="random"),
-])
+SPEC = HyperparameterSpec(
+    [
+        Hyperparameter("feature_dim", int, required=True, low=1),
+        Hyperparameter("mini_batch_size", int, default=1000, low=1),
+        Hyperparameter("learning_rate", float, default=AUTO, low=0, low_open=True, auto=True),
+        Hyperparameter("wd", float, default=0.0, low=0),
+        Hyperparameter("momentum", float, default=0.0, low=0, high=1, high_open=True),
+        Hyperparameter("use_bias", bool, default=True),
+        Hyperparameter("predictor_type", str, required=True, choices=("binary_classifier", "regressor")),
+        Hyperparameter("eval_metrics", list, default=None),
+        Hyperparameter("extra_center_factor", int, default=AUTO, low=1, auto=True),
+        Hyperparameter("init_method", str, default="random"),
+    ]
+)
 
 
 def parse(**raw):
@@ -26,11 +34,28 @@ def parse(**raw):
 
 
 def test_sdk_strings_parse_to_typed_values():
-    values = parse(mini_batch_size="200", learning_rate="0.01", wd="1e-4", momentum="0.9", use_bias="False",
-                   eval_metrics='["msd", "ssd"]', extra_center_factor="4", init_method=" kmeans++ ")
-    assert values == {"feature_dim": 10, "mini_batch_size": 200, "learning_rate": 0.01, "wd": 1e-4,
-                      "momentum": 0.9, "use_bias": False, "predictor_type": "regressor",
-                      "eval_metrics": ["msd", "ssd"], "extra_center_factor": 4, "init_method": "kmeans++"}
+    values = parse(
+        mini_batch_size="200",
+        learning_rate="0.01",
+        wd="1e-4",
+        momentum="0.9",
+        use_bias="False",
+        eval_metrics='["msd", "ssd"]',
+        extra_center_factor="4",
+        init_method=" kmeans++ ",
+    )
+    assert values == {
+        "feature_dim": 10,
+        "mini_batch_size": 200,
+        "learning_rate": 0.01,
+        "wd": 1e-4,
+        "momentum": 0.9,
+        "use_bias": False,
+        "predictor_type": "regressor",
+        "eval_metrics": ["msd", "ssd"],
+        "extra_center_factor": 4,
+        "init_method": "kmeans++",
+    }
     assert type(values["mini_batch_size"]) is int and type(values["learning_rate"]) is float
 
 
@@ -40,9 +65,21 @@ def test_defaults_fill_in_and_none_means_unset():
     assert values["eval_metrics"] is None and values["use_bias"] is True
 
 
-@pytest.mark.parametrize("text,value", [("True", True), ("true", True), ("TRUE", True), ("1", True), (True, True),
-                                        ("False", False), ("false", False), ("0", False), (False, False),
-                                        (" true ", True)])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("True", True),
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        (True, True),
+        ("False", False),
+        ("false", False),
+        ("0", False),
+        (False, False),
+        (" true ", True),
+    ],
+)
 def test_bool_strings(text, value):
     assert parse(use_bias=text)["use_bias"] is value
 
@@ -53,30 +90,48 @@ def test_bad_bools_name_the_hyperparameter(text):
         parse(use_bias=text)
 
 
-@pytest.mark.parametrize("text,value", [("7", 7), ("+7", 7), (" 7 ", 7), ("7.0", 7), ("1e3", 1000), ("1E+2", 100),
-                                        (7, 7), (7.0, 7), (np.int64(7), 7), ("12345678901234567890", 12345678901234567890)])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("7", 7),
+        ("+7", 7),
+        (" 7 ", 7),
+        ("7.0", 7),
+        ("1e3", 1000),
+        ("1E+2", 100),
+        (7, 7),
+        (7.0, 7),
+        (np.int64(7), 7),
+        ("12345678901234567890", 12345678901234567890),
+    ],
+)
 def test_int_forms(text, value):
     assert parse(mini_batch_size=text)["mini_batch_size"] == value
 
 
 @pytest.mark.parametrize("text", ["7.5", "abc", "", "1e-3", "nan", "inf", True, 7.5, "0x10"])
 def test_bad_ints(text):
-    with pytest.raises(HyperparameterError, match=r"hyperparameter mini_batch_size: must be an integer in \[1, inf\)"):
+    with pytest.raises(
+        HyperparameterError, match=r"hyperparameter mini_batch_size: must be an integer in \[1, inf\)"
+    ):
         parse(mini_batch_size=text)
 
 
-@pytest.mark.parametrize("name,text,message", [
-    ("mini_batch_size", "0", r"mini_batch_size: must be an integer in \[1, inf\), got '0'"),
-    ("learning_rate", "0", r"learning_rate: must be a number in \(0, inf\) or auto, got '0'"),
-    ("learning_rate", "-1", r"learning_rate: must be a number in \(0, inf\) or auto"),
-    ("wd", "-0.5", r"wd: must be a number in \[0, inf\), got '-0.5'"),
-    ("momentum", "1", r"momentum: must be a number in \[0, 1\), got '1'"),
-    ("momentum", "nan", r"momentum: must be a number in \[0, 1\)"),
-    ("wd", "inf", r"wd: must be a number in \[0, inf\), got 'inf'"),
-    ("wd", "1e999", r"wd: must be a number in \[0, inf\)"),
-    ("wd", float("nan"), r"wd: must be a number in \[0, inf\)"),
-    ("feature_dim", "-3", r"feature_dim: must be an integer in \[1, inf\)"),
-])
+@pytest.mark.parametrize(
+    "name,text,message",
+    [
+        ("mini_batch_size", "0", r"mini_batch_size: must be an integer in \[1, inf\), got '0'"),
+        ("learning_rate", "0", r"learning_rate: must be a number in \(0, inf\) or auto, got '0'"),
+        ("learning_rate", "-1", r"learning_rate: must be a number in \(0, inf\) or auto"),
+        ("wd", "-0.5", r"wd: must be a number in \[0, inf\), got '-0.5'"),
+        ("momentum", "1", r"momentum: must be a number in \[0, 1\), got '1'"),
+        ("momentum", "nan", r"momentum: must be a number in \[0, 1\)"),
+        ("wd", "inf", r"wd: must be a number in \[0, inf\), got 'inf'"),
+        ("wd", "1e999", r"wd: must be a number in \[0, inf\)"),
+        ("wd", float("nan"), r"wd: must be a number in \[0, inf\)"),
+        ("feature_dim", "-3", r"feature_dim: must be an integer in \[1, inf\)"),
+    ],
+)
 def test_ranges(name, text, message):
     with pytest.raises(HyperparameterError, match=message) as err:
         parse(**{name: text})
@@ -103,8 +158,10 @@ def test_auto_only_where_declared():
 
 def test_choices():
     assert parse(predictor_type="binary_classifier")["predictor_type"] == "binary_classifier"
-    with pytest.raises(HyperparameterError, match="predictor_type: must be one of binary_classifier, regressor, "
-                                                  "got 'classifier'"):
+    with pytest.raises(
+        HyperparameterError,
+        match="predictor_type: must be one of binary_classifier, regressor, got 'classifier'",
+    ):
         parse(predictor_type="classifier")
 
 
@@ -119,17 +176,28 @@ def test_lists():
 def test_required_unknown_and_reserved():
     with pytest.raises(HyperparameterError, match=r"hyperparameter feature_dim: is required \(an integer in"):
         SPEC.parse({"predictor_type": "regressor"})
-    with pytest.raises(HyperparameterError, match=r"hyperparameter minibatch_size: is not a hyperparameter of this "
-                                                  r"algorithm \(known: feature_dim, mini_batch_size"):
+    with pytest.raises(
+        HyperparameterError,
+        match=r"hyperparameter minibatch_size: is not a hyperparameter of this "
+        r"algorithm \(known: feature_dim, mini_batch_size",
+    ):
         parse(minibatch_size="5")
-    assert "minibatch_size" not in SPEC.parse({"feature_dim": "3", "predictor_type": "regressor",
-                                               "minibatch_size": "5"}, ignore_unknown=True)
+    assert "minibatch_size" not in SPEC.parse(
+        {"feature_dim": "3", "predictor_type": "regressor", "minibatch_size": "5"}, ignore_unknown=True
+    )
     assert parse(_tuning_objective_metric="validation:rmse")["feature_dim"] == 10
 
 
 def test_format_round_trips_through_parse():
-    values = parse(mini_batch_size="250", learning_rate="0.1", wd="1e-07", momentum="0.5", use_bias="true",
-                   eval_metrics='["msd"]', extra_center_factor="auto")
+    values = parse(
+        mini_batch_size="250",
+        learning_rate="0.1",
+        wd="1e-07",
+        momentum="0.5",
+        use_bias="true",
+        eval_metrics='["msd"]',
+        extra_center_factor="auto",
+    )
     strings = SPEC.to_strings(values)
     assert strings["use_bias"] == "True"  # as the SDK sends booleans
     assert strings["eval_metrics"] == '["msd"]'  # as the SDK sends lists

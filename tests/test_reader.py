@@ -1,4 +1,4 @@
-"""The streaming reader: exact batches across files, bounded memory, and errors naming file and offset/record."""
+"""The streaming reader: exact batches across files, bounded memory, errors naming file and offset/record."""
 
 from __future__ import annotations
 
@@ -62,7 +62,9 @@ def test_records_bigger_than_a_chunk(tmp_path):
 
 def test_sparse_files_and_feature_dim(tmp_path):
     rng = np.random.default_rng(3)
-    m = sp.random(50, 200, density=0.05, format="csr", dtype=np.float32, random_state=np.random.RandomState(3))
+    m = sp.random(
+        50, 200, density=0.05, format="csr", dtype=np.float32, random_state=np.random.RandomState(3)
+    )
     y = rng.normal(size=50).astype(np.float32)
     path = write(tmp_path / "s.pbr", tensor_codec.encode_sparse(m, y))
     got = Batch.concat(list(iter_batches([path], batch_size=16, feature_dim=250, chunk_bytes=300)))
@@ -93,7 +95,10 @@ def test_batch_size_must_be_positive(tmp_path):
 
 
 def test_rebatch_regroups_rows_in_order():
-    parts = [Batch(np.full((n, 2), i, np.float32), np.full(n, i, np.float32)) for i, n in enumerate([3, 0, 1, 6, 2])]
+    parts = [
+        Batch(np.full((n, 2), i, np.float32), np.full(n, i, np.float32))
+        for i, n in enumerate([3, 0, 1, 6, 2])
+    ]
     out = list(rebatch(iter(parts), 4))
     assert [len(b) for b in out] == [4, 4, 4]
     np.testing.assert_array_equal(Batch.concat(out).labels, [0, 0, 0, 2, 3, 3, 3, 3, 3, 3, 4, 4])
@@ -128,7 +133,8 @@ def test_memory_stays_about_one_chunk_plus_one_batch(tmp_path):
         tracemalloc.stop()
     assert total == 40_000
     assert file_size > 60 * chunk
-    # a few chunk-sized buffers (read, pending + chunk, the scan's views) and a few batches: far below the file
+    # a few chunk-sized buffers (read, pending + chunk, the scan's views) and a few batches: far below
+    # the file size
     assert peak < 6 * chunk + 8 * batch_bytes, peak
 
 
@@ -168,8 +174,11 @@ def test_stream_ending_inside_a_multi_part_record(tmp_path):
     data = tensor_codec.encode_dense(x)
     record_at = 4 * (len(tensor_codec.encode_dense(x[:1])))
     path = write(tmp_path / "cut.pbr", data[: record_at + 8 + 20])  # the whole first part, no more
-    with pytest.raises(RecordIOError, match=rf"cut\.pbr: stream ends inside a multi-part record at byte offset "
-                                            rf"{record_at}"):
+    with pytest.raises(
+        RecordIOError,
+        match=rf"cut\.pbr: stream ends inside a multi-part record at byte offset "
+        rf"{record_at}",
+    ):
         list(iter_batches([path], batch_size=2, chunk_bytes=32))
 
 
@@ -195,8 +204,11 @@ def test_differing_dense_lengths_name_the_records(tmp_path):
     payloads = good_payloads(30)
     payloads[17] = records.make_record(np.ones(4, np.float32), 1.0).SerializeToString()
     path = write(tmp_path / "ragged.pbr", frame_all(payloads))
-    with pytest.raises(ValueError, match=r"ragged\.pbr: dense records of differing lengths: record 16 has 3 values, "
-                                         r"record 17 has 4"):
+    with pytest.raises(
+        ValueError,
+        match=r"ragged\.pbr: dense records of differing lengths: record 16 has 3 values, "
+        r"record 17 has 4",
+    ):
         list(iter_batches([path], batch_size=8, chunk_bytes=1 << 20))
     with pytest.raises(ValueError, match="record 0 has 3 values, record 17 has 4"):
         tensor_codec.decode(frame_all(payloads))
@@ -221,8 +233,10 @@ def test_labels_present_on_some_records_only(tmp_path):
 
 
 def test_keys_beyond_int64_are_reported_not_wrapped():
-    payloads = [records.make_record(np.ones(1, np.float32), keys=[k], shape=[10]).SerializeToString()
-                for k in (3, 2**63 + 5)]
+    payloads = [
+        records.make_record(np.ones(1, np.float32), keys=[k], shape=[10]).SerializeToString()
+        for k in (3, 2**63 + 5)
+    ]
     with pytest.raises(ValueError, match=rf"g\.pbr: record 1 has key {2**63 + 5} beyond dimension 10"):
         tensor_codec.decode(frame_all(payloads), "g.pbr")
 
@@ -244,7 +258,9 @@ def test_a_huge_record_is_read_in_doubling_steps(tmp_path, monkeypatch):
     path = dense_file(tmp_path, "huge.pbr", x)
     calls = []
     real = reader.scan_frames
-    monkeypatch.setattr(reader, "scan_frames", lambda buf, *a, **k: calls.append(len(buf)) or real(buf, *a, **k))
+    monkeypatch.setattr(
+        reader, "scan_frames", lambda buf, *a, **k: calls.append(len(buf)) or real(buf, *a, **k)
+    )
     got = Batch.concat(list(iter_batches([path], batch_size=1, chunk_bytes=1000)))
     np.testing.assert_array_equal(got.features, x)
     assert len(calls) < 40  # re-scanning from the record head every 1000 bytes would take ~2000 calls

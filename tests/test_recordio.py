@@ -48,8 +48,24 @@ def payloads_of(frames: recordio.Frames) -> list[bytes]:
 # ------------------------------------------------------------------------------------------------- writing
 
 
-@pytest.mark.parametrize("payload", [b"", b"a", b"abcd", b"abcde", M, M + M, b"x" + M, b"xy" + M + b"z",
-                                     b"abcd" + M, M + b"abcd" + M, b"1234" + M + M + M + b"5", M[:3], b"\0" * 9])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"a",
+        b"abcd",
+        b"abcde",
+        M,
+        M + M,
+        b"x" + M,
+        b"xy" + M + b"z",
+        b"abcd" + M,
+        M + b"abcd" + M,
+        b"1234" + M + M + M + b"5",
+        M[:3],
+        b"\0" * 9,
+    ],
+)
 def test_frame_matches_dmlc(payload):
     assert frame(payload) == dmlc_frame(payload)
 
@@ -197,13 +213,16 @@ def test_stream_ends_inside_a_multi_part_record():
     assert err.offset == len(data) and "inside a multi-part record" in err.problem
 
 
-@pytest.mark.parametrize("flags,problem", [
-    ((2,), "without a first part"),
-    ((3,), "without a first part"),
-    ((1, 0), "complete record inside a multi-part record"),
-    ((1, 1), "new multi-part record before the previous one ended"),
-    ((5,), "invalid continuation flag 5"),
-])
+@pytest.mark.parametrize(
+    "flags,problem",
+    [
+        ((2,), "without a first part"),
+        ((3,), "without a first part"),
+        ((1, 0), "complete record inside a multi-part record"),
+        ((1, 1), "new multi-part record before the previous one ended"),
+        ((5,), "invalid continuation flag 5"),
+    ],
+)
 def test_inconsistent_continuation_flags(flags, problem):
     data, _ = good_stream()
     bad = b"".join(struct.pack("<II", MAGIC, (f << 29) | 4) + b"abcd" for f in flags) + frame(b"z")

@@ -18,7 +18,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_generator():
-    spec = importlib.util.spec_from_file_location("gen_proto_descriptor", ROOT / "tools" / "gen_proto_descriptor.py")
+    spec = importlib.util.spec_from_file_location(
+        "gen_proto_descriptor", ROOT / "tools" / "gen_proto_descriptor.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -28,7 +30,7 @@ def test_committed_descriptor_is_what_protoc_makes_from_record_proto():
     pytest.importorskip("grpc_tools", reason="grpcio-tools (the test extra) compiles record.proto")
     gen = load_generator()
     fresh = gen.compile_descriptor()
-    assert record_descriptor.SERIALIZED == fresh, "record.proto changed: run `make proto`"
+    assert fresh == record_descriptor.SERIALIZED, "record.proto changed: run `make proto`"
     assert gen.render(fresh) == (ROOT / "algorithms" / "proto" / "record_descriptor.py").read_text()
 
 
@@ -36,10 +38,17 @@ def test_schema_field_numbers_and_packing_are_sagemakers():
     fdp = descriptor_pb2.FileDescriptorProto.FromString(record_descriptor.SERIALIZED)
     assert fdp.package == "aialgs.data" and fdp.syntax in ("", "proto2")
     messages = {m.name: m for m in fdp.message_type}
-    for tensor, value_type in (("Float32Tensor", "TYPE_FLOAT"), ("Float64Tensor", "TYPE_DOUBLE"),
-                               ("Int32Tensor", "TYPE_INT32")):
+    for tensor, value_type in (
+        ("Float32Tensor", "TYPE_FLOAT"),
+        ("Float64Tensor", "TYPE_DOUBLE"),
+        ("Int32Tensor", "TYPE_INT32"),
+    ):
         fields = {f.name: f for f in messages[tensor].field}
-        assert [(f.name, f.number) for f in messages[tensor].field] == [("values", 1), ("keys", 2), ("shape", 3)]
+        assert [(f.name, f.number) for f in messages[tensor].field] == [
+            ("values", 1),
+            ("keys", 2),
+            ("shape", 3),
+        ]
         assert descriptor_pb2.FieldDescriptorProto.Type.Name(fields["values"].type) == value_type
         assert all(f.options.packed for f in fields.values())
         assert descriptor_pb2.FieldDescriptorProto.Type.Name(fields["keys"].type) == "TYPE_UINT64"
@@ -53,6 +62,7 @@ def test_known_wire_bytes():
     """A hand-assembled record (tag/length bytes written out) is what the runtime serializes."""
     record = records.make_record(np.array([1.0], np.float32), 2.0, label_dtype=np.float32)
     key = bytes.fromhex("0a0676616c756573")  # map entry field 1: "values"
+
     # entry {key, value: Value{float32_tensor (field 2): Float32Tensor{values (field 1, packed): [x]}}}
     def entry(field: int, x: float) -> bytes:
         tensor = b"\x0a\x04" + np.float32(x).tobytes()
@@ -76,8 +86,13 @@ def test_tensor_field_follows_the_sdk_type_mapping():
 
 
 def test_make_record_dense_sparse_and_strings():
-    r = records.make_record(np.array([0.5, 0, 2], np.float64), np.array([1, 2], np.float32), uid="u", metadata="m",
-                            configuration="{}")
+    r = records.make_record(
+        np.array([0.5, 0, 2], np.float64),
+        np.array([1, 2], np.float32),
+        uid="u",
+        metadata="m",
+        configuration="{}",
+    )
     assert r.features["values"].WhichOneof("value") == "float64_tensor"
     assert list(r.features["values"].float64_tensor.values) == [0.5, 0, 2]
     assert list(r.label["values"].float32_tensor.values) == [1, 2]
@@ -89,8 +104,10 @@ def test_make_record_dense_sparse_and_strings():
 
 
 def test_records_to_batch_dense():
-    rows = [records.make_record(np.arange(3, dtype=np.float32) + i, float(i), label_dtype=np.float32)
-            for i in range(4)]
+    rows = [
+        records.make_record(np.arange(3, dtype=np.float32) + i, float(i), label_dtype=np.float32)
+        for i in range(4)
+    ]
     b = records.records_to_batch(rows)
     assert not b.is_sparse and b.features.dtype == np.float32
     np.testing.assert_array_equal(b.features, np.arange(3) + np.arange(4)[:, None])
@@ -98,9 +115,11 @@ def test_records_to_batch_dense():
 
 
 def test_records_to_batch_sparse_mixed_and_promoted():
-    rows = [records.make_record([1.0], keys=[4], shape=[6], feature_dtype=np.float32),
-            records.make_record(np.array([1, 2, 3], np.float64)),
-            records.make_record([], keys=None, shape=[6], feature_dtype=np.float32)]
+    rows = [
+        records.make_record([1.0], keys=[4], shape=[6], feature_dtype=np.float32),
+        records.make_record(np.array([1, 2, 3], np.float64)),
+        records.make_record([], keys=None, shape=[6], feature_dtype=np.float32),
+    ]
     b = records.records_to_batch(rows)
     assert b.is_sparse and b.features.shape == (3, 6) and b.features.dtype == np.float64
     np.testing.assert_array_equal(b.features.toarray(), [[0, 0, 0, 0, 1, 0], [1, 2, 3, 0, 0, 0], [0] * 6])
@@ -120,8 +139,11 @@ def test_records_to_batch_empty():
 
 def test_batch_to_records_round_trip_with_dtype_cast():
     m = sp.csr_matrix(np.array([[0, 1.5, 0], [2, 0, 0]]))
-    out = list(records.batch_to_records(Batch(m, np.array([1.0, 0.0])), feature_dtype=np.float32,
-                                        label_dtype=np.float32))
+    out = list(
+        records.batch_to_records(
+            Batch(m, np.array([1.0, 0.0])), feature_dtype=np.float32, label_dtype=np.float32
+        )
+    )
     assert [r.features["values"].WhichOneof("value") for r in out] == ["float32_tensor"] * 2
     assert list(out[0].features["values"].float32_tensor.keys) == [1]
     assert list(out[1].features["values"].float32_tensor.shape) == [3]
@@ -135,17 +157,31 @@ def bad(record_fn):
     return record
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda r: records.set_tensor(r.features["image"], [1.0]),
-     r"src: record 5 has no features\['values'\] \(feature keys: image\)"),
-    (lambda r: r.features["values"].bytes.value.append(b"jpeg"), "value holds bytes, not a numeric tensor"),
-    (lambda r: records.set_tensor(r.features["values"], [1.0, 2.0], keys=[0, 1], shape=[2, 2]),
-     r"src: record 5 is sparse with shape \[2, 2\]; a vector needs a 1-D shape"),
-    (lambda r: records.set_tensor(r.features["values"], [1.0], keys=[0, 1], shape=[4]),
-     "src: record 5 has 2 keys but 1 values"),
-    (lambda r: records.set_tensor(r.features["values"], [1.0], keys=[9], shape=[4]),
-     "src: record 5 has key 9 beyond dimension 4"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (
+            lambda r: records.set_tensor(r.features["image"], [1.0]),
+            r"src: record 5 has no features\['values'\] \(feature keys: image\)",
+        ),
+        (
+            lambda r: r.features["values"].bytes.value.append(b"jpeg"),
+            "value holds bytes, not a numeric tensor",
+        ),
+        (
+            lambda r: records.set_tensor(r.features["values"], [1.0, 2.0], keys=[0, 1], shape=[2, 2]),
+            r"src: record 5 is sparse with shape \[2, 2\]; a vector needs a 1-D shape",
+        ),
+        (
+            lambda r: records.set_tensor(r.features["values"], [1.0], keys=[0, 1], shape=[4]),
+            "src: record 5 has 2 keys but 1 values",
+        ),
+        (
+            lambda r: records.set_tensor(r.features["values"], [1.0], keys=[9], shape=[4]),
+            "src: record 5 has key 9 beyond dimension 4",
+        ),
+    ],
+)
 def test_bad_records_are_named(make, message):
     good = [records.make_record(np.ones(4, np.float32)) for _ in range(5)]
     with pytest.raises(ValueError, match=message):

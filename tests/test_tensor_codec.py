@@ -24,7 +24,9 @@ def reference_bytes(batch: Batch) -> bytes:
 
 def reference_decode(data: bytes, feature_dim: int | None = None) -> Batch:
     frames = recordio.scan_frames(data)
-    return records.records_to_batch([Record.FromString(frames.payload(i)) for i in range(len(frames))], feature_dim)
+    return records.records_to_batch(
+        [Record.FromString(frames.payload(i)) for i in range(len(frames))], feature_dim
+    )
 
 
 def make_labels(rng: np.random.Generator, n: int, kind: str):
@@ -41,8 +43,16 @@ def make_labels(rng: np.random.Generator, n: int, kind: str):
     raise AssertionError(kind)
 
 
-def random_csr(rng: np.random.Generator, n: int, dim: int, dtype, density: float, empty_rows: float = 0.2,
-               shuffle: bool = False, explicit_zeros: bool = False) -> sp.csr_matrix:
+def random_csr(
+    rng: np.random.Generator,
+    n: int,
+    dim: int,
+    dtype,
+    density: float,
+    empty_rows: float = 0.2,
+    shuffle: bool = False,
+    explicit_zeros: bool = False,
+) -> sp.csr_matrix:
     rows_data, rows_idx = [], []
     for _ in range(n):
         k = 0 if rng.random() < empty_rows or dim == 0 else rng.binomial(dim, density)
@@ -67,15 +77,21 @@ def assert_same(got: Batch, want: Batch) -> None:
     if want.is_sparse:
         np.testing.assert_array_equal(got.features.indptr, want.features.indptr)
         np.testing.assert_array_equal(got.features.indices, want.features.indices)
-        np.testing.assert_array_equal(got.features.data.view(f"u{want.features.dtype.itemsize}"),
-                                      want.features.data.view(f"u{want.features.dtype.itemsize}"))
+        np.testing.assert_array_equal(
+            got.features.data.view(f"u{want.features.dtype.itemsize}"),
+            want.features.data.view(f"u{want.features.dtype.itemsize}"),
+        )
     else:
-        np.testing.assert_array_equal(got.features.view(f"u{want.features.dtype.itemsize}"),
-                                      want.features.view(f"u{want.features.dtype.itemsize}"))
+        np.testing.assert_array_equal(
+            got.features.view(f"u{want.features.dtype.itemsize}"),
+            want.features.view(f"u{want.features.dtype.itemsize}"),
+        )
     if want.labels is None:
         assert got.labels is None
     else:
-        want_labels = want.labels[:, 0] if want.labels.ndim == 2 and want.labels.shape[1] == 1 else want.labels
+        want_labels = (
+            want.labels[:, 0] if want.labels.ndim == 2 and want.labels.shape[1] == 1 else want.labels
+        )
         assert got.labels.dtype == want_labels.dtype
         assert got.labels.shape == want_labels.shape
         np.testing.assert_array_equal(got.labels, want_labels)
@@ -112,7 +128,9 @@ def test_dense_labels_as_column_matrix_are_scalar_labels():
     x = np.ones((4, 2), np.float32)
     column = np.arange(4, dtype=np.float32).reshape(4, 1)
     assert tensor_codec.encode_dense(x, column) == tensor_codec.encode_dense(x, column[:, 0])
-    np.testing.assert_array_equal(tensor_codec.decode(tensor_codec.encode_dense(x, column)).labels, column[:, 0])
+    np.testing.assert_array_equal(
+        tensor_codec.decode(tensor_codec.encode_dense(x, column)).labels, column[:, 0]
+    )
 
 
 def test_empty_batches():
@@ -295,7 +313,9 @@ def test_feature_dim_passed_or_inferred(feature_dim):
 def test_records_outside_the_common_case_fall_back_to_the_runtime():
     rows = [
         records.make_record(np.arange(3, dtype=np.float32), 1.0, uid="a", metadata='{"m": 1}'),
-        records.make_record(np.arange(3, dtype=np.float64) + 1, 2.0, configuration="{}"),  # float64 among float32
+        records.make_record(
+            np.arange(3, dtype=np.float64) + 1, 2.0, configuration="{}"
+        ),  # float64 among float32
         records.make_record(np.arange(3, dtype=np.int64), 3.0),  # int32 features
     ]
     data = b"".join(recordio.frame(r.SerializeToString()) for r in rows)
@@ -359,8 +379,9 @@ def random_payloads(rng: np.random.Generator) -> list[bytes]:
             record = records.make_record(rng.normal(size=d).astype(dtype), label)
         else:
             keys = np.sort(rng.choice(d, size=int(rng.integers(0, d + 1)), replace=False)) if d else []
-            record = records.make_record(rng.normal(size=len(keys)).astype(dtype), label, keys=keys, shape=[d],
-                                         feature_dtype=dtype)
+            record = records.make_record(
+                rng.normal(size=len(keys)).astype(dtype), label, keys=keys, shape=[d], feature_dtype=dtype
+            )
         out.append(record.SerializeToString())
     return out
 
@@ -403,14 +424,19 @@ def test_corrupt_payloads_decode_like_the_runtime_or_fail_cleanly():
                 np.testing.assert_array_equal(got.labels, want.labels)
 
 
-@pytest.mark.parametrize("hex_payloads", [
-    # a field length far beyond the record (once an IndexError in the lockstep parser)
-    ["0a250a0676616c756573121b1a190a10b8026bda3bf9e73fe68a07ab58f5f03f125e01021a010412120a0676616c756573120812060a"
-     "0400000000"],
-    ["0a120a0676616c756573120812060af0a032913f", "0a120a0676616c756573120812060a0492da2b3e"],
-    # a map key that is not UTF-8 (once a TypeError while naming the feature keys)
-    ["0a0f0a06b1616c75657312051a031a0100"],
-])
+@pytest.mark.parametrize(
+    "hex_payloads",
+    [
+        # a field length far beyond the record (once an IndexError in the lockstep parser)
+        [
+            "0a250a0676616c756573121b1a190a10b8026bda3bf9e73fe68a07ab58f5f03f125e01021a010412120a0676616c756573120812060a"
+            "0400000000"
+        ],
+        ["0a120a0676616c756573120812060af0a032913f", "0a120a0676616c756573120812060a0492da2b3e"],
+        # a map key that is not UTF-8 (once a TypeError while naming the feature keys)
+        ["0a0f0a06b1616c75657312051a031a0100"],
+    ],
+)
 def test_regressions_from_fuzzing(hex_payloads):
     data = b"".join(recordio.frame(bytes.fromhex(p)) for p in hex_payloads)
     with pytest.raises(ValueError, match="<buffer>: record 0"):

@@ -8,8 +8,28 @@ from google.protobuf.internal import decoder, encoder
 
 from algorithms import varint
 
-EDGES = [0, 1, 127, 128, 255, 16383, 16384, 2**21 - 1, 2**21, 2**28 - 1, 2**28, 2**32 - 1, 2**32, 2**35,
-         2**42, 2**49, 2**56, 2**63 - 1, 2**63, 2**64 - 1]
+EDGES = [
+    0,
+    1,
+    127,
+    128,
+    255,
+    16383,
+    16384,
+    2**21 - 1,
+    2**21,
+    2**28 - 1,
+    2**28,
+    2**32 - 1,
+    2**32,
+    2**35,
+    2**42,
+    2**49,
+    2**56,
+    2**63 - 1,
+    2**63,
+    2**64 - 1,
+]
 
 
 def pb_varint(value: int) -> bytes:
@@ -20,8 +40,10 @@ def pb_varint(value: int) -> bytes:
 
 def sample(rng: np.random.Generator, n: int) -> np.ndarray:
     bits = rng.integers(0, 65, n)
-    return np.array([int(rng.integers(0, 2**62)) % (1 << int(b)) if b < 63 else 2**63 + int(b) for b in bits],
-                    dtype=np.uint64)
+    return np.array(
+        [int(rng.integers(0, 2**62)) % (1 << int(b)) if b < 63 else 2**63 + int(b) for b in bits],
+        dtype=np.uint64,
+    )
 
 
 def test_scalar_functions_match_protobuf():
@@ -50,7 +72,7 @@ def test_encode_accepts_integer_dtypes(dtype):
 
 
 def test_negative_int64_encodes_as_ten_bytes_like_protobuf_int32_fields():
-    values = np.array([-1, -2**31, 5], np.int64)
+    values = np.array([-1, -(2**31), 5], np.int64)
     stream, lens = varint.encode_stream(values)
     want = b"".join(pb_varint(int(v) & (2**64 - 1)) for v in values)
     assert stream.tobytes() == want
