@@ -105,7 +105,8 @@ def write_artifact(local_dir: str, manifest: ArtifactManifest, destination: str)
         raise ArtifactError(f"{destination} already holds a model; choose another location")
     fs.create_dir(root, recursive=True)
     for name in manifest.files:
-        with open(os.path.join(local_dir, name), "rb") as f_in, fs.open_output_stream(_child(fs, root, name)) as f_out:
+        with open(os.path.join(local_dir, name), "rb") as f_in, \
+                fs.open_output_stream(_child(fs, root, name)) as f_out:
             shutil.copyfileobj(f_in, f_out, 8 << 20)
     fsutil.write_bytes_atomic(fs, _child(fs, root, MANIFEST), manifest.to_json().encode())
     return destination
@@ -128,7 +129,8 @@ def fetch(location: str, into: str | None = None) -> tuple[str, ArtifactManifest
         return root, manifest
     into = into or tempfile.mkdtemp(prefix="spark-ml-model-")
     for name in manifest.files:
-        with fs.open_input_stream(_child(fs, root, name)) as f_in, open(os.path.join(into, name), "wb") as f_out:
+        with fs.open_input_stream(_child(fs, root, name)) as f_in, \
+                open(os.path.join(into, name), "wb") as f_out:
             shutil.copyfileobj(f_in, f_out, 8 << 20)
     return into, manifest
 

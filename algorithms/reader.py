@@ -81,5 +81,6 @@ def rebatch(batches: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
 def iter_batches(paths: Iterable[str], batch_size: int, filesystem: pafs.FileSystem | None = None,
                  feature_dim: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Batch]:
     """Batches of exactly ``batch_size`` records (the last may be shorter) over a sequence of files."""
-    per_file = (b for p in paths for b in iter_file_batches(p, batch_size, filesystem, feature_dim, chunk_bytes))
+    per_file = (batch for path in paths
+                for batch in iter_file_batches(path, batch_size, filesystem, feature_dim, chunk_bytes))
     return rebatch(per_file, batch_size)

@@ -44,8 +44,10 @@ def set_tensor(value: Value, data, keys=None, shape=None, dtype=None) -> None:
 
 
 def make_record(features=None, label=None, *, keys=None, shape=None, feature_dtype=None, label_dtype=None,
-                uid: str | None = None, metadata: str | None = None, configuration: str | None = None) -> Record:
-    """One Record with ``features["values"]`` (dense, or sparse with ``keys`` + ``shape``) and ``label["values"]``."""
+                uid: str | None = None, metadata: str | None = None,
+                configuration: str | None = None) -> Record:
+    """One Record with ``features["values"]`` (dense, or sparse with ``keys`` + ``shape``) and
+    ``label["values"]``."""
     record = Record()
     if features is not None:
         set_tensor(record.features["values"], features, keys, shape, feature_dtype)
@@ -134,7 +136,8 @@ def _assemble(rows, labels, dtype, feature_dim, first_index, source) -> Batch:
         if len(sizes) > 1:
             first = next(i for i, (v, _, _) in enumerate(rows) if len(v) != len(rows[0][0]))
             raise ValueError(f"{source}: dense records of differing lengths: record {first_index} has "
-                             f"{len(rows[0][0])} values, record {first_index + first} has {len(rows[first][0])}")
+                             f"{len(rows[0][0])} values, record {first_index + first} has "
+                             f"{len(rows[first][0])}")
         d = sizes.pop() if sizes else (feature_dim or 0)
         features = np.zeros((n, d), dtype=dtype)
         for i, (v, _, _) in enumerate(rows):
@@ -146,7 +149,8 @@ def _assemble(rows, labels, dtype, feature_dim, first_index, source) -> Batch:
         for i, (v, k, _) in enumerate(rows):
             k = np.arange(len(v), dtype=np.int64) if k is None else k
             if len(k) and k.max() >= d:
-                raise ValueError(f"{source}: record {first_index + i} has key {int(k.max())} beyond dimension {d}")
+                raise ValueError(f"{source}: record {first_index + i} has key {int(k.max())} "
+                                 f"beyond dimension {d}")
             cols.append(k.astype(np.int64))
             vals.append(v.astype(dtype, copy=False))
             indptr[i + 1] = indptr[i] + len(k)

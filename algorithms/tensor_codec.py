@@ -39,7 +39,8 @@ def _dense_tensor_prefix(count: int, itemsize: int) -> bytes:
 
 
 def _entry_prefix(record_field: int, value_tag: int, tensor_len: int) -> bytes:
-    """``record_field`` map entry {key: "values", value: Value{<tensor> of tensor_len bytes}} up to the tensor body."""
+    """``record_field`` map entry {key: "values", value: Value{<tensor> of tensor_len bytes}}, up to the
+    tensor body."""
     value_len = 1 + varint.length_scalar(tensor_len) + tensor_len
     entry_len = len(_KEY) + 1 + varint.length_scalar(value_len) + value_len
     return (_field(record_field, entry_len) + _KEY + _field(0x12, value_len) + _field(value_tag, tensor_len))
@@ -144,7 +145,8 @@ def encode_sparse(matrix: sp.csr_matrix, labels: np.ndarray | None = None) -> by
         label_prefix, label_len = _dense_entry(0x12, y.shape[1], y.dtype)
     plen = flen + len(label_prefix) + label_len
     if n and plen.max() > MAX_RECORD_LENGTH:
-        raise ValueError(f"a record of {int(plen.max())} bytes exceeds the RecordIO limit of {MAX_RECORD_LENGTH}")
+        raise ValueError(f"a record of {int(plen.max())} bytes exceeds the RecordIO limit of "
+                         f"{MAX_RECORD_LENGTH}")
     rlen = 8 + plen + (-plen & 3)
     starts = (np.cumsum(rlen) - rlen).astype(np.int64)
     out = np.zeros(int(rlen.sum()), dtype=np.uint8)
@@ -214,7 +216,8 @@ class _Writer:
     def items(self, values: np.ndarray, counts: np.ndarray) -> None:
         """Write ``counts[i]`` consecutive items of ``values`` (in row order) into record i."""
         size = values.dtype.itemsize
-        dest = np.repeat(self.pos - (np.cumsum(counts) - counts) * size, counts) + np.arange(len(values)) * size
+        before = (np.cumsum(counts) - counts) * size  # bytes of the items of earlier records
+        dest = np.repeat(self.pos - before, counts) + np.arange(len(values)) * size
         scatter(self.out, dest, values.view(f"<u{size}"))
         self.pos += counts * size
 
@@ -243,7 +246,7 @@ def scatter(out: np.ndarray, dest: np.ndarray, items: np.ndarray) -> None:
 
 
 def gather(buf: np.ndarray, src: np.ndarray, dtype) -> np.ndarray:
-    """``buf[src[i] : src[i] + size]`` read as one little-endian item of ``dtype`` each, for unaligned offsets."""
+    """``buf[src[i] : src[i] + size]`` as one little-endian ``dtype`` item each, for unaligned offsets."""
     dt = np.dtype(dtype)
     columns = np.empty((len(src), dt.itemsize), dtype=np.uint8)
     for j in range(dt.itemsize):
@@ -303,8 +306,8 @@ def decode_frames(frames: Frames, source: str = "<buffer>", feature_dim: int | N
             try:
                 record.ParseFromString(frames.payload(i))
             except Exception as exc:
-                raise ValueError(f"{source}: record {first_index + i} is not a valid aialgs.data.Record: {exc}") \
-                    from None
+                raise ValueError(f"{source}: record {first_index + i} is not a valid aialgs.data.Record: "
+                                 f"{exc}") from None
             records.append(record)
         return records_to_batch(records, feature_dim, first_index, source)
 
@@ -323,7 +326,7 @@ def _decode_vectorized(frames: Frames, source: str, feature_dim: int | None, fir
 
 
 def _decode_uniform(frames: Frames) -> Batch | None:
-    """Dense records that all share one layout (as a dense writer makes them) are columns of a strided view."""
+    """Dense records sharing one layout (as a dense writer makes them) are columns of a strided view."""
     n, starts, lengths = len(frames), frames.starts, frames.lengths
     size = int(lengths[0])
     if (lengths != size).any():
@@ -394,7 +397,8 @@ def _decode_lockstep(buf, start, end, source, feature_dim, first_index) -> Batch
     return Batch(features, labels)
 
 
-def _read_length(buf: np.ndarray, at: np.ndarray, live: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _read_length(buf: np.ndarray, at: np.ndarray,
+                 live: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Length varints at ``at`` (those where ``live``) as int64, and their byte counts.
 
     A varint over 10 bytes or a length beyond the buffer is corrupt or foreign data: the protobuf
@@ -420,7 +424,9 @@ def _parse_entry(buf: np.ndarray, pos: np.ndarray, end: np.ndarray, record_field
     entry_end = pos + entry_len
     if (entry_end > end).any() or (pos + len(_KEY) + 2 > entry_end).any():
         raise _Unsupported
-    if not (buf[pos[:, None] + np.arange(len(_KEY))] == _KEY_ARR).all() or not (buf[pos + len(_KEY)] == 0x12).all():
+    if not (buf[pos[:, None] + np.arange(len(_KEY))] == _KEY_ARR).all():
+        raise _Unsupported
+    if not (buf[pos + len(_KEY)] == 0x12).all():
         raise _Unsupported
     value_len, c = _read_length(buf, pos + len(_KEY) + 1)
     pos = pos + len(_KEY) + 1 + c
@@ -488,7 +494,8 @@ def _dense_rows(buf, region, source, first_index, what) -> np.ndarray:
     counts = lens // dtype.itemsize
     if (counts != counts[0]).any():
         i = int(np.flatnonzero(counts != counts[0])[0])
-        raise ValueError(f"{source}: {what} of differing lengths: record {first_index} has {counts[0]} values, "
+        raise ValueError(f"{source}: {what} of differing lengths: record {first_index} has "
+                         f"{counts[0]} values, "
                          f"record {first_index + i} has {counts[i]}")
     data = _gather(buf, region["values_start"], lens)
     return data.view(dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(len(lens), int(counts[0]))
@@ -528,7 +535,8 @@ def _features(buf, region, source, feature_dim, first_index):
     key_counts = np.diff(ended[np.concatenate([[0], np.cumsum(region["keys_len"])])])
     if (sparse & (key_counts != counts)).any():
         i = int(np.flatnonzero(sparse & (key_counts != counts))[0])
-        raise ValueError(f"{source}: record {first_index + i} has {key_counts[i]} keys but {counts[i]} values")
+        raise ValueError(f"{source}: record {first_index + i} has {key_counts[i]} keys but "
+                         f"{counts[i]} values")
     if feature_dim is not None:
         dim = feature_dim
     else:
@@ -542,8 +550,11 @@ def _features(buf, region, source, feature_dim, first_index):
             c_rows = counts[rows]
             within = _segment_index(c_rows)
             dest = np.repeat(row_start[rows], c_rows) + within
-            col[dest] = within if cols_of is None else cols_of[np.repeat((np.cumsum(key_counts) - key_counts)[rows],
-                                                                          c_rows) + within]
+            if cols_of is None:
+                col[dest] = within
+            else:
+                first_key = (np.cumsum(key_counts) - key_counts)[rows]
+                col[dest] = cols_of[np.repeat(first_key, c_rows) + within]
     if len(col) and (col.max() >= dim or col.min() < 0):  # keys >= 2**63 wrapped to negative int64
         bad = int(np.argmax((col >= dim) | (col < 0)))
         i = int(np.searchsorted(np.cumsum(counts), bad, side="right"))
