@@ -15,8 +15,10 @@ import posixpath
 import shutil
 import tempfile
 import time
+import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -53,6 +55,8 @@ class ArtifactManifest:
     def from_json(cls, text: str, source: str) -> ArtifactManifest:
         try:
             doc = json.loads(text)
+            if not isinstance(doc, dict):
+                raise ValueError(f"expected a JSON object, got {type(doc).__name__}")
             version = int(doc.get("format_version", 0))
             if version > FORMAT_VERSION:
                 raise ArtifactError(f"{source}: format version {version} is newer than this library reads "
@@ -65,12 +69,23 @@ class ArtifactManifest:
             raise ArtifactError(f"{source}: not a model manifest: {exc}") from None
 
 
+def write_npz(target: str | BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
+    """``np.savez`` for any array names, never pickling.
+
+    ``np.savez(file, **arrays)`` takes ``file`` and ``allow_pickle`` as its own arguments, so arrays with
+    those names would fail or silently vanish; and it pickles object arrays.
+    """
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, value in arrays.items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
+
+
 def save_arrays(directory: str, arrays: dict[str, np.ndarray], name: str = ARRAYS) -> str:
     for key, value in arrays.items():
         if np.asarray(value).dtype == object:
             raise ArtifactError(f"array {key!r} has dtype object; artifacts hold numeric arrays only")
-    path = os.path.join(directory, name)
-    np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
+    write_npz(os.path.join(directory, name), {k: np.asarray(v) for k, v in arrays.items()})
     return name
 
 
@@ -82,15 +97,16 @@ def load_arrays(directory: str, name: str = ARRAYS) -> dict[str, np.ndarray]:
 def write_artifact(local_dir: str, manifest: ArtifactManifest, destination: str) -> str:
     """Copy a finished local model folder to ``destination`` (path or URI), manifest last. Returns it."""
     manifest.files = sorted(f for f in os.listdir(local_dir) if f != MANIFEST)
+    for name in manifest.files:  # before anything is copied: nothing half-written
+        if os.path.isdir(os.path.join(local_dir, name)):
+            raise ArtifactError(f"model folder entry {name} is a directory; artifacts are flat")
     fs, root = fsutil.resolve(destination)
     if fsutil.exists(fs, _child(fs, root, MANIFEST)):
         raise ArtifactError(f"{destination} already holds a model; choose another location")
     fs.create_dir(root, recursive=True)
     for name in manifest.files:
-        src = os.path.join(local_dir, name)
-        if os.path.isdir(src):
-            raise ArtifactError(f"model folder entry {name} is a directory; artifacts are flat")
-        with open(src, "rb") as f_in, fs.open_output_stream(_child(fs, root, name)) as f_out:
+        with open(os.path.join(local_dir, name), "rb") as f_in, \
+                fs.open_output_stream(_child(fs, root, name)) as f_out:
             shutil.copyfileobj(f_in, f_out, 8 << 20)
     fsutil.write_bytes_atomic(fs, _child(fs, root, MANIFEST), manifest.to_json().encode())
     return destination
@@ -113,7 +129,8 @@ def fetch(location: str, into: str | None = None) -> tuple[str, ArtifactManifest
         return root, manifest
     into = into or tempfile.mkdtemp(prefix="spark-ml-model-")
     for name in manifest.files:
-        with fs.open_input_stream(_child(fs, root, name)) as f_in, open(os.path.join(into, name), "wb") as f_out:
+        with fs.open_input_stream(_child(fs, root, name)) as f_in, \
+                open(os.path.join(into, name), "wb") as f_out:
             shutil.copyfileobj(f_in, f_out, 8 << 20)
     return into, manifest
 
@@ -124,5 +141,5 @@ def _child(fs: pafs.FileSystem, root: str, name: str) -> str:
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    write_npz(buf, arrays)
     return buf.getvalue()

@@ -78,6 +78,8 @@ class Manifest:
     def from_json(cls, text: str, source: str = MANIFEST) -> Manifest:
         try:
             doc = json.loads(text)
+            if not isinstance(doc, dict):
+                raise ValueError(f"expected a JSON object, got {type(doc).__name__}")
             if doc.get("format") != MANIFEST_FORMAT:
                 raise ValueError(f"format is {doc.get('format')!r}, not {MANIFEST_FORMAT!r}")
             if int(doc.get("version", 0)) > MANIFEST_VERSION:
@@ -108,7 +110,8 @@ class Channel:
 
     def __post_init__(self) -> None:
         if self.distribution not in DISTRIBUTIONS:
-            raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, got {self.distribution!r}")
+            raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, "
+                             f"got {self.distribution!r}")
 
     @classmethod
     def open(cls, path: str, content_type: str | None = None, distribution: str = SHARDED_BY_KEY,
@@ -122,7 +125,8 @@ class Channel:
             ctype = content_type or _type_of(root) or RECORDIO_PROTOBUF
             parent = path.rstrip("/").rsplit("/", 1)[0] if "://" in path else os.path.dirname(root)
             return cls(parent, ctype, distribution, None, (Shard(info.base_name, None, info.size),))
-        manifest_path = posixpath.join(root, MANIFEST) if not fsutil.is_local(fs) else os.path.join(root, MANIFEST)
+        join = os.path.join if fsutil.is_local(fs) else posixpath.join
+        manifest_path = join(root, MANIFEST)
         if fsutil.exists(fs, manifest_path):
             manifest = Manifest.from_json(fsutil.read_bytes(fs, manifest_path).decode(), f"{path}/{MANIFEST}")
             if content_type and base_content_type(content_type) != base_content_type(manifest.content_type):
@@ -159,7 +163,8 @@ class Channel:
 
     def __repr__(self) -> str:
         n = self.num_records
-        return (f"Channel({self.path!r}, content_type={self.content_type!r}, distribution={self.distribution!r}, "
+        return (f"Channel({self.path!r}, content_type={self.content_type!r}, "
+                f"distribution={self.distribution!r}, "
                 f"records={'?' if n is None else n}, feature_dim={self.feature_dim})")
 
 

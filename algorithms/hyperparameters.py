@@ -86,7 +86,7 @@ class Hyperparameter:
         except (TypeError, ValueError):
             raise HyperparameterError(self.name, f"must be {self.describe()}, got {raw!r}") from None
         if self.kind in (int, float):
-            if isinstance(value, float) and math.isnan(value):
+            if isinstance(value, float) and not math.isfinite(value):  # nan, inf: outside every range
                 raise HyperparameterError(self.name, f"must be {self.describe()}, got {raw!r}")
             too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
             too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
@@ -125,7 +125,10 @@ class Hyperparameter:
         if self.kind is list:
             if isinstance(raw, str):
                 text = raw.strip()
-                items = json.loads(text) if text.startswith("[") else [p for p in text.split(",") if p.strip()]
+                if text.startswith("["):
+                    items = json.loads(text)
+                else:
+                    items = [p for p in text.split(",") if p.strip()]
             else:
                 items = list(raw)
             return [str(item).strip() for item in items]

@@ -32,8 +32,9 @@ def iter_file_batches(path: str, batch_size: int, filesystem: pafs.FileSystem | 
         pending_at = 0  # byte offset of `pending` in the file
         index = 0  # record index of the next record
         eof = False
+        want = chunk_bytes
         while not eof:
-            chunk = stream.read(chunk_bytes)
+            chunk = stream.read(want)
             eof = len(chunk) == 0
             data = pending + chunk if pending else chunk
             if not data:
@@ -45,6 +46,9 @@ def iter_file_batches(path: str, batch_size: int, filesystem: pafs.FileSystem | 
                 index += len(part)
             pending = data[frames.consumed :]
             pending_at += frames.consumed
+            # Inside a record longer than a chunk, read as much again as is pending: a record of size S
+            # then costs O(S) copying and scanning, not O(S**2 / chunk_bytes).
+            want = max(chunk_bytes, len(pending))
 
 
 def _slice_frames(frames, lo: int, hi: int):
@@ -77,5 +81,6 @@ def rebatch(batches: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
 def iter_batches(paths: Iterable[str], batch_size: int, filesystem: pafs.FileSystem | None = None,
                  feature_dim: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Batch]:
     """Batches of exactly ``batch_size`` records (the last may be shorter) over a sequence of files."""
-    per_file = (b for p in paths for b in iter_file_batches(p, batch_size, filesystem, feature_dim, chunk_bytes))
+    per_file = (batch for path in paths
+                for batch in iter_file_batches(path, batch_size, filesystem, feature_dim, chunk_bytes))
     return rebatch(per_file, batch_size)

@@ -94,6 +94,8 @@ def iter_payloads(stream: BinaryIO, source: str = "<stream>") -> Iterator[bytes]
                 raise RecordIOError(source, part_start, "stream ends inside a multi-part record")
             return
         if len(head) < 8:
+            if parts:  # report the record, as scan_frames does, not the part that was cut
+                raise RecordIOError(source, part_start, "stream ends inside a multi-part record")
             raise RecordIOError(source, offset, f"truncated record header ({len(head)} of 8 bytes)")
         magic, lrec = _HEAD.unpack(head)
         if magic != MAGIC:
@@ -102,9 +104,10 @@ def iter_payloads(stream: BinaryIO, source: str = "<stream>") -> Iterator[bytes]
         padded = length + padding(length)
         body = stream.read(padded)
         if len(body) < padded:
-            raise RecordIOError(
-                source, offset, f"truncated record: header declares {length} bytes, {max(len(body), 0)} remain"
-            )
+            if parts:
+                raise RecordIOError(source, part_start, "stream ends inside a multi-part record")
+            raise RecordIOError(source, offset, f"truncated record: header declares {length} bytes, "
+                                f"{len(body)} remain")
         data = body[:length]
         if cflag == 0:
             if parts:
@@ -184,7 +187,8 @@ def scan_frames(buf, source: str = "<buffer>", base_offset: int = 0, final: bool
             last_end = int(nxt[-1]) if complete else int(heads[-1] * 4)
             if complete and last_end == size or not final:
                 k = len(heads) if complete else len(heads) - 1
-                return Frames(data, heads[:k] * 4 + 8, lengths[:k], last_end if complete else int(heads[-1] * 4))
+                consumed = last_end if complete else int(heads[-1] * 4)
+                return Frames(data, heads[:k] * 4 + 8, lengths[:k], consumed)
     return _scan_sequential(data, source, base_offset, final)
 
 
@@ -199,7 +203,8 @@ def _scan_sequential(data: np.ndarray, source: str, base_offset: int, final: boo
     while offset + 8 <= size:
         magic, lrec = _HEAD.unpack_from(raw, offset)
         if magic != MAGIC:
-            raise RecordIOError(source, base_offset + offset, f"bad magic 0x{magic:08X} (expected 0x{MAGIC:08X})")
+            raise RecordIOError(source, base_offset + offset,
+                                f"bad magic 0x{magic:08X} (expected 0x{MAGIC:08X})")
         cflag, length = lrec >> 29, lrec & LENGTH_MASK
         end = offset + 8 + length + padding(length)
         if end > size:
@@ -232,7 +237,8 @@ def _scan_sequential(data: np.ndarray, source: str, base_offset: int, final: boo
             problem = f"truncated record header ({size - consumed} of 8 bytes)"
         else:
             _, lrec = _HEAD.unpack_from(raw, consumed)
-            problem = f"truncated record: header declares {lrec & LENGTH_MASK} bytes, {size - consumed - 8} remain"
+            problem = (f"truncated record: header declares {lrec & LENGTH_MASK} bytes, "
+                       f"{size - consumed - 8} remain")
         raise RecordIOError(source, base_offset + consumed, problem)
     if all(isinstance(r, tuple) for r in records):
         starts = np.array([r[0] for r in records], np.int64)

@@ -44,8 +44,10 @@ def set_tensor(value: Value, data, keys=None, shape=None, dtype=None) -> None:
 
 
 def make_record(features=None, label=None, *, keys=None, shape=None, feature_dtype=None, label_dtype=None,
-                uid: str | None = None, metadata: str | None = None, configuration: str | None = None) -> Record:
-    """One Record with ``features["values"]`` (dense, or sparse with ``keys`` + ``shape``) and ``label["values"]``."""
+                uid: str | None = None, metadata: str | None = None,
+                configuration: str | None = None) -> Record:
+    """One Record with ``features["values"]`` (dense, or sparse with ``keys`` + ``shape``) and
+    ``label["values"]``."""
     record = Record()
     if features is not None:
         set_tensor(record.features["values"], features, keys, shape, feature_dtype)
@@ -92,7 +94,7 @@ def records_to_batch(records: Iterable[Record], feature_dim: int | None = None, 
     dtype = None
     for i, record in enumerate(records, start=first_index):
         if "values" not in record.features:
-            keys = ", ".join(sorted(record.features)) or "none"
+            keys = ", ".join(sorted(map(str, record.features))) or "none"  # bytes if not UTF-8
             raise ValueError(f"{source}: record {i} has no features['values'] (feature keys: {keys})")
         field, tensor = tensor_of(record.features["values"])
         dt = _FIELD_DTYPE[field]
@@ -102,7 +104,7 @@ def records_to_batch(records: Iterable[Record], feature_dim: int | None = None, 
             if len(tensor.shape) != 1:
                 raise ValueError(f"{source}: record {i} is sparse with shape {list(tensor.shape)}; "
                                  "a vector needs a 1-D shape")
-            keys = np.asarray(tensor.keys, dtype=np.int64)
+            keys = np.asarray(tensor.keys, dtype=np.uint64)
             if len(keys) != len(values):
                 raise ValueError(f"{source}: record {i} has {len(keys)} keys but {len(values)} values")
             rows.append((values, keys, int(tensor.shape[0])))
@@ -117,7 +119,8 @@ def records_to_batch(records: Iterable[Record], feature_dim: int | None = None, 
 def _label_of(record: Record, i: int, source: str) -> np.ndarray | None:
     if "values" not in record.label:
         if len(record.label):
-            raise ValueError(f"{source}: record {i} has labels {sorted(record.label)} but no label['values']")
+            raise ValueError(f"{source}: record {i} has labels {sorted(map(str, record.label))} but no "
+                             "label['values']")
         return None
     field, tensor = tensor_of(record.label["values"])
     if len(tensor.keys):
@@ -133,7 +136,8 @@ def _assemble(rows, labels, dtype, feature_dim, first_index, source) -> Batch:
         if len(sizes) > 1:
             first = next(i for i, (v, _, _) in enumerate(rows) if len(v) != len(rows[0][0]))
             raise ValueError(f"{source}: dense records of differing lengths: record {first_index} has "
-                             f"{len(rows[0][0])} values, record {first_index + first} has {len(rows[first][0])}")
+                             f"{len(rows[0][0])} values, record {first_index + first} has "
+                             f"{len(rows[first][0])}")
         d = sizes.pop() if sizes else (feature_dim or 0)
         features = np.zeros((n, d), dtype=dtype)
         for i, (v, _, _) in enumerate(rows):
@@ -145,8 +149,9 @@ def _assemble(rows, labels, dtype, feature_dim, first_index, source) -> Batch:
         for i, (v, k, _) in enumerate(rows):
             k = np.arange(len(v), dtype=np.int64) if k is None else k
             if len(k) and k.max() >= d:
-                raise ValueError(f"{source}: record {first_index + i} has key {int(k.max())} beyond dimension {d}")
-            cols.append(k)
+                raise ValueError(f"{source}: record {first_index + i} has key {int(k.max())} "
+                                 f"beyond dimension {d}")
+            cols.append(k.astype(np.int64))
             vals.append(v.astype(dtype, copy=False))
             indptr[i + 1] = indptr[i] + len(k)
         features = sp.csr_matrix(

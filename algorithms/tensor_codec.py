@@ -39,7 +39,8 @@ def _dense_tensor_prefix(count: int, itemsize: int) -> bytes:
 
 
 def _entry_prefix(record_field: int, value_tag: int, tensor_len: int) -> bytes:
-    """``record_field`` map entry {key: "values", value: Value{<tensor> of tensor_len bytes}} up to the tensor body."""
+    """``record_field`` map entry {key: "values", value: Value{<tensor> of tensor_len bytes}}, up to the
+    tensor body."""
     value_len = 1 + varint.length_scalar(tensor_len) + tensor_len
     entry_len = len(_KEY) + 1 + varint.length_scalar(value_len) + value_len
     return (_field(record_field, entry_len) + _KEY + _field(0x12, value_len) + _field(value_tag, tensor_len))
@@ -53,11 +54,16 @@ def _dense_entry(record_field: int, count: int, dtype) -> tuple[bytes, int]:
     return _entry_prefix(record_field, _value_tag(dt), len(inner) + data_len) + inner, data_len
 
 
-def _as_matrix(a: np.ndarray, n: int) -> np.ndarray:
-    a = np.asarray(a)
-    if a.ndim == 1:
-        a = a.reshape(n, 1) if n else a.reshape(0, 1)
-    return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+def _label_matrix(labels: np.ndarray, n: int) -> np.ndarray:
+    """Labels as a little-endian ``(n, k)`` matrix: ``(n,)`` is one scalar label per record."""
+    y = np.asarray(labels)
+    if y.ndim == 1:
+        y = y.reshape(-1, 1)
+    if y.ndim != 2:
+        raise ValueError(f"labels must have shape (n,) or (n, k), got {y.shape}")
+    if y.shape[0] != n:
+        raise ValueError(f"{n} feature rows but {y.shape[0]} labels")
+    return np.ascontiguousarray(y, dtype=y.dtype.newbyteorder("<"))
 
 
 def encode_dense(features: np.ndarray, labels: np.ndarray | None = None) -> bytes:
@@ -74,9 +80,7 @@ def encode_dense(features: np.ndarray, labels: np.ndarray | None = None) -> byte
     feat_prefix, feat_len = _dense_entry(0x0A, d, x.dtype)
     pieces: list[tuple[bytes, np.ndarray | None]] = [(feat_prefix, x.view(np.uint8).reshape(n, feat_len))]
     if labels is not None:
-        y = _as_matrix(labels, n)
-        if y.shape[0] != n:
-            raise ValueError(f"{n} feature rows but {y.shape[0]} labels")
+        y = _label_matrix(labels, n)
         label_prefix, label_len = _dense_entry(0x12, y.shape[1], y.dtype)
         pieces.append((label_prefix, y.view(np.uint8).reshape(n, label_len)))
     payload_len = sum(len(p) + (0 if a is None else a.shape[1]) for p, a in pieces)
@@ -113,13 +117,17 @@ def encode_sparse(matrix: sp.csr_matrix, labels: np.ndarray | None = None,
                   dense_rows: np.ndarray | None = None) -> bytes:
     """Frame one sparse record (``keys`` = column indices, ``shape = [ncols]``) per CSR row.
 
-    ``dense_rows`` marks rows to write as dense records instead (their CSR row must hold every column),
-    for columns that mix dense and sparse vectors, as sagemaker-spark writes them.
+    Each row's entries are written in the order the CSR holds them (sorted or not, explicit zeros
+    included), as the SageMaker SDK writes them. ``dense_rows`` marks rows to write as dense records
+    instead (their CSR row must hold every column), for columns that mix dense and sparse vectors, as
+    sagemaker-spark writes them.
     """
     m = sp.csr_matrix(matrix)
-    if not m.has_sorted_indices:
-        m = m.sorted_indices()
     n, dim = m.shape
+    if m.nnz and (int(m.indices.min()) < 0 or int(m.indices.max()) >= dim):
+        bad = int(np.flatnonzero((m.indices < 0) | (m.indices >= dim))[0])
+        row = int(np.searchsorted(m.indptr, bad, side="right")) - 1
+        raise ValueError(f"row {row} has column index {int(m.indices[bad])} outside [0, {dim})")
     data = np.ascontiguousarray(m.data, dtype=m.data.dtype.newbyteorder("<"))
     s = data.dtype.itemsize
     tag = _value_tag(data.dtype)
@@ -144,15 +152,14 @@ def encode_sparse(matrix: sp.csr_matrix, labels: np.ndarray | None = None,
     flen = 1 + varint.length(elen) + elen
     label_prefix, label_len, y = b"", 0, None
     if labels is not None:
-        y = _as_matrix(labels, n)
-        if y.shape[0] != n:
-            raise ValueError(f"{n} feature rows but {y.shape[0]} labels")
+        y = _label_matrix(labels, n)
         label_prefix, label_len = _dense_entry(0x12, y.shape[1], y.dtype)
     plen = flen + len(label_prefix) + label_len
     if n and plen.max() > MAX_RECORD_LENGTH:
-        raise ValueError(f"a record of {int(plen.max())} bytes exceeds the RecordIO limit of {MAX_RECORD_LENGTH}")
+        raise ValueError(f"a record of {int(plen.max())} bytes exceeds the RecordIO limit of "
+                         f"{MAX_RECORD_LENGTH}")
     rlen = 8 + plen + (-plen & 3)
-    starts = np.concatenate([[0], np.cumsum(rlen)[:-1]]).astype(np.int64)
+    starts = (np.cumsum(rlen) - rlen).astype(np.int64)
     out = np.zeros(int(rlen.sum()), dtype=np.uint8)
     w = _Writer(out, starts)
     w.u32(np.full(n, MAGIC, np.uint32))
@@ -220,7 +227,8 @@ class _Writer:
     def items(self, values: np.ndarray, counts: np.ndarray) -> None:
         """Write ``counts[i]`` consecutive items of ``values`` (in row order) into record i."""
         size = values.dtype.itemsize
-        dest = np.repeat(self.pos - (np.cumsum(counts) - counts) * size, counts) + np.arange(len(values)) * size
+        before = (np.cumsum(counts) - counts) * size  # bytes of the items of earlier records
+        dest = np.repeat(self.pos - before, counts) + np.arange(len(values)) * size
         scatter(self.out, dest, values.view(f"<u{size}"))
         self.pos += counts * size
 
@@ -238,28 +246,23 @@ class _Writer:
 
 
 def scatter(out: np.ndarray, dest: np.ndarray, items: np.ndarray) -> None:
-    """``out[dest[i] : dest[i] + size] = items[i]`` for byte offsets that need not be aligned."""
+    """``out[dest[i] : dest[i] + size] = items[i]`` for byte offsets that need not be aligned.
+
+    One byte column at a time: ``size`` plain fancy-index writes beat grouping the offsets by alignment.
+    """
     size = items.dtype.itemsize
-    if len(dest) == 0:
-        return
-    residue = dest % size
-    for r in np.flatnonzero(np.bincount(residue, minlength=size)):
-        sel = residue == r
-        words = out[r : r + (len(out) - r) // size * size].view(items.dtype)
-        words[(dest[sel] - r) // size] = items[sel]
+    columns = np.ascontiguousarray(items).view(np.uint8).reshape(-1, size)
+    for j in range(size):
+        out[dest + j] = columns[:, j]
 
 
 def gather(buf: np.ndarray, src: np.ndarray, dtype) -> np.ndarray:
-    """``buf[src[i] : src[i] + size]`` read as one item of ``dtype`` each, for unaligned byte offsets."""
+    """``buf[src[i] : src[i] + size]`` as one little-endian ``dtype`` item each, for unaligned offsets."""
     dt = np.dtype(dtype)
-    size = dt.itemsize
-    out = np.empty(len(src), dtype=f"<u{size}")
-    residue = src % size
-    for r in np.flatnonzero(np.bincount(residue, minlength=size)):
-        sel = residue == r
-        words = buf[r : r + (len(buf) - r) // size * size].view(out.dtype)
-        out[sel] = words[(src[sel] - r) // size]
-    return out.view(dt.newbyteorder("<")).astype(dt, copy=False)
+    columns = np.empty((len(src), dt.itemsize), dtype=np.uint8)
+    for j in range(dt.itemsize):
+        columns[:, j] = buf[src + j]
+    return columns.view(dt.newbyteorder("<")).reshape(-1).astype(dt, copy=False)
 
 
 def _escape_var_rows(out: np.ndarray, starts: np.ndarray, plen: np.ndarray) -> bytes:
@@ -314,8 +317,8 @@ def decode_frames(frames: Frames, source: str = "<buffer>", feature_dim: int | N
             try:
                 record.ParseFromString(frames.payload(i))
             except Exception as exc:
-                raise ValueError(f"{source}: record {first_index + i} is not a valid aialgs.data.Record: {exc}") \
-                    from None
+                raise ValueError(f"{source}: record {first_index + i} is not a valid aialgs.data.Record: "
+                                 f"{exc}") from None
             records.append(record)
         return records_to_batch(records, feature_dim, first_index, source)
 
@@ -334,7 +337,7 @@ def _decode_vectorized(frames: Frames, source: str, feature_dim: int | None, fir
 
 
 def _decode_uniform(frames: Frames) -> Batch | None:
-    """Dense records that all share one layout (as a dense writer makes them) are columns of a strided view."""
+    """Dense records sharing one layout (as a dense writer makes them) are columns of a strided view."""
     n, starts, lengths = len(frames), frames.starts, frames.lengths
     size = int(lengths[0])
     if (lengths != size).any():
@@ -405,40 +408,60 @@ def _decode_lockstep(buf, start, end, source, feature_dim, first_index) -> Batch
     return Batch(features, labels)
 
 
+def _read_length(buf: np.ndarray, at: np.ndarray,
+                 live: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Length varints at ``at`` (those where ``live``) as int64, and their byte counts.
+
+    A varint over 10 bytes or a length beyond the buffer is corrupt or foreign data: the protobuf
+    runtime then names the record. (Unchecked, huge lengths wrap to negative int64 positions.)
+    """
+    value, count = varint.read_at(buf, at)
+    bad = (count == 0) | (value > np.uint64(len(buf)))
+    if (bad if live is None else bad & live).any():
+        raise _Unsupported
+    return np.where(bad, 0, value).astype(np.int64), count
+
+
 def _parse_entry(buf: np.ndarray, pos: np.ndarray, end: np.ndarray, record_field: int):
-    """Parse one ``{"values": Value{float tensor}}`` map entry at every position, in lockstep."""
+    """Parse one ``{"values": Value{float tensor}}`` map entry at every position, in lockstep.
+
+    Every position stays within its record (or a few bytes past it, inside the buffer's padding), so
+    corrupt records can't make the parser index outside the buffer.
+    """
     if not (buf[pos] == record_field).all():
         raise _Unsupported
-    entry_len, c = varint.read_at(buf, pos + 1)
+    entry_len, c = _read_length(buf, pos + 1)
     pos = pos + 1 + c
-    entry_end = pos + entry_len.astype(np.int64)
-    if (c == 0).any() or (entry_end > end).any():
+    entry_end = pos + entry_len
+    if (entry_end > end).any() or (pos + len(_KEY) + 2 > entry_end).any():
         raise _Unsupported
-    if not (buf[pos[:, None] + np.arange(len(_KEY))] == _KEY_ARR).all() or not (buf[pos + len(_KEY)] == 0x12).all():
+    if not (buf[pos[:, None] + np.arange(len(_KEY))] == _KEY_ARR).all():
         raise _Unsupported
-    value_len, c = varint.read_at(buf, pos + len(_KEY) + 1)
+    if not (buf[pos + len(_KEY)] == 0x12).all():
+        raise _Unsupported
+    value_len, c = _read_length(buf, pos + len(_KEY) + 1)
     pos = pos + len(_KEY) + 1 + c
-    if (c == 0).any() or (pos + value_len.astype(np.int64) != entry_end).any():
+    if (pos + value_len != entry_end).any() or (pos + 2 > entry_end).any():
         raise _Unsupported
     tags = buf[pos]
     tag = int(tags[0])
     if tag not in _TAG_DTYPE or not (tags == tag).all():
         raise _Unsupported
-    tensor_len, c = varint.read_at(buf, pos + 1)
+    tensor_len, c = _read_length(buf, pos + 1)
     pos = pos + 1 + c
-    tensor_end = pos + tensor_len.astype(np.int64)
-    if (c == 0).any() or (tensor_end != entry_end).any():
+    tensor_end = pos + tensor_len
+    if (tensor_end != entry_end).any():
         raise _Unsupported
     regions = {"dtype": _TAG_DTYPE[tag]}
     for name, field_tag in (("values", 0x0A), ("keys", 0x12), ("shape", 0x1A)):
         has = (pos < tensor_end) & (buf[pos] == field_tag)
-        flen, c = varint.read_at(buf, pos + 1)
-        if (has & (c == 0)).any():
-            raise _Unsupported
+        flen, c = _read_length(buf, pos + 1, has)
         body = pos + 1 + c
         regions[f"{name}_start"] = np.where(has, body, 0)
-        regions[f"{name}_len"] = np.where(has, flen.astype(np.int64), 0)
-        pos = np.where(has, body + flen.astype(np.int64), pos)
+        regions[f"{name}_len"] = np.where(has, flen, 0)
+        pos = np.where(has, body + flen, pos)
+        if (pos > tensor_end).any():
+            raise _Unsupported
     if (pos != tensor_end).any():
         raise _Unsupported  # unpacked repeated fields or unknown tensor fields
     if ((pos < end) & (buf[pos] == record_field)).any():
@@ -455,11 +478,9 @@ def _skip_strings(buf: np.ndarray, pos: np.ndarray, end: np.ndarray) -> np.ndarr
         tags = buf[pos[more]]
         if not np.isin(tags, (0x1A, 0x22, 0x2A)).all():
             raise _Unsupported
-        flen, c = varint.read_at(buf, pos[more] + 1)
-        if (c == 0).any():
-            raise _Unsupported
+        flen, c = _read_length(buf, pos[more] + 1)
         pos = pos.copy()
-        pos[more] = pos[more] + 1 + c + flen.astype(np.int64)
+        pos[more] = pos[more] + 1 + c + flen
     if (pos != end).any():
         raise _Unsupported
     return pos
@@ -484,7 +505,8 @@ def _dense_rows(buf, region, source, first_index, what) -> np.ndarray:
     counts = lens // dtype.itemsize
     if (counts != counts[0]).any():
         i = int(np.flatnonzero(counts != counts[0])[0])
-        raise ValueError(f"{source}: {what} of differing lengths: record {first_index} has {counts[0]} values, "
+        raise ValueError(f"{source}: {what} of differing lengths: record {first_index} has "
+                         f"{counts[0]} values, "
                          f"record {first_index + i} has {counts[i]}")
     data = _gather(buf, region["values_start"], lens)
     return data.view(dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(len(lens), int(counts[0]))
@@ -513,14 +535,19 @@ def _features(buf, region, source, feature_dim, first_index):
         raise _Unsupported  # multi-dimensional shapes
     dims = dims_raw.astype(np.int64)
     key_bytes = _gather(buf, region["keys_start"], region["keys_len"])
-    if len(key_bytes) and key_bytes[-1] >= 0x80:
-        raise _Unsupported
-    keys = varint.decode_stream(key_bytes).astype(np.int64)
+    key_ends = (np.cumsum(region["keys_len"]) - 1)[has_keys]
+    if (key_bytes[key_ends] >= 0x80).any():
+        raise _Unsupported  # a record's keys end inside a varint: the protobuf runtime names the record
+    try:
+        keys = varint.decode_stream(key_bytes)
+    except ValueError:
+        raise _Unsupported from None
     ended = np.concatenate([[0], np.cumsum(key_bytes < 0x80)])
     key_counts = np.diff(ended[np.concatenate([[0], np.cumsum(region["keys_len"])])])
     if (sparse & (key_counts != counts)).any():
         i = int(np.flatnonzero(sparse & (key_counts != counts))[0])
-        raise ValueError(f"{source}: record {first_index + i} has {key_counts[i]} keys but {counts[i]} values")
+        raise ValueError(f"{source}: record {first_index + i} has {key_counts[i]} keys but "
+                         f"{counts[i]} values")
     if feature_dim is not None:
         dim = feature_dim
     else:
@@ -534,11 +561,15 @@ def _features(buf, region, source, feature_dim, first_index):
             c_rows = counts[rows]
             within = _segment_index(c_rows)
             dest = np.repeat(row_start[rows], c_rows) + within
-            col[dest] = within if cols_of is None else cols_of[np.repeat((np.cumsum(key_counts) - key_counts)[rows],
-                                                                          c_rows) + within]
-    if len(col) and col.max() >= dim:
-        bad = int(np.argmax(col >= dim))
+            if cols_of is None:
+                col[dest] = within
+            else:
+                first_key = (np.cumsum(key_counts) - key_counts)[rows]
+                col[dest] = cols_of[np.repeat(first_key, c_rows) + within]
+    if len(col) and (col.max() >= dim or col.min() < 0):  # keys >= 2**63 wrapped to negative int64
+        bad = int(np.argmax((col >= dim) | (col < 0)))
         i = int(np.searchsorted(np.cumsum(counts), bad, side="right"))
-        raise ValueError(f"{source}: record {first_index + i} has key {int(col[bad])} beyond dimension {dim}")
+        key = int(col[bad].astype(np.uint64))
+        raise ValueError(f"{source}: record {first_index + i} has key {key} beyond dimension {dim}")
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return sp.csr_matrix((data, col, indptr), shape=(len(counts), dim))

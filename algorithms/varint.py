@@ -94,6 +94,9 @@ def decode_stream(data: np.ndarray) -> np.ndarray:
     starts[1:] = end_at[:-1] + 1
     lens = end_at - starts + 1
     width = int(lens.max())
+    if width > MAX_BYTES:
+        at = int(starts[np.argmax(lens > MAX_BYTES)])
+        raise ValueError(f"varint longer than {MAX_BYTES} bytes at byte {at}")
     padded = np.concatenate([data, np.zeros(width, np.uint8)])
     acc = np.uint32 if width <= 4 else np.uint64
     vals = (padded[starts] & 0x7F).astype(acc)

@@ -14,6 +14,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from ..artifact import write_npz
+
 State = dict[str, np.ndarray]
 
 
@@ -29,7 +31,7 @@ def array_from_bytes(data: bytes) -> np.ndarray:
 
 def state_to_bytes(state: State) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in state.items()})
+    write_npz(buf, {k: np.asarray(v) for k, v in state.items()})
     return buf.getvalue()
 
 
