@@ -42,18 +42,17 @@ def make_features(rows: int, dim: int, sparse: bool, seed: int) -> np.ndarray | 
     return x
 
 
-def make_labels(x: np.ndarray | sp.csr_matrix, seed: int) -> np.ndarray:
-    """0/1 labels whose log-odds mix linear terms and pairwise interactions (a fixed random FM)."""
+def make_labels(x: np.ndarray | sp.csr_matrix, density: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 labels drawn from a fixed random FM (linear and pairwise log-odds of std ~1), and P(label=1)."""
     weights = np.random.default_rng(7)
     dim = x.shape[1]
-    scale = 1.0 if sp.issparse(x) else 0.5  # a similar signal strength for both densities
-    w = weights.normal(0, 0.3 / scale ** 0.5, dim)
-    u = weights.normal(0, 0.35 / scale ** 0.5, (dim, 4))
+    w = weights.normal(0, 1 / np.sqrt(dim * density), dim)
+    u = weights.normal(0, 1 / np.sqrt(dim * np.sqrt(2) * density), (dim, 4))
     x2 = x.multiply(x) if sp.issparse(x) else x * x
     xu = np.asarray(x @ u)
-    logit = np.asarray(x @ w) + 0.5 * ((xu * xu).sum(1) - np.asarray(x2 @ (u * u).sum(1))) - 0.2
-    rng = np.random.default_rng(seed)
-    return (rng.random(x.shape[0]) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    logit = np.asarray(x @ w) + 0.5 * ((xu * xu).sum(1) - np.asarray(x2 @ (u * u).sum(1)))
+    probability = 1 / (1 + np.exp(-logit))
+    return (np.random.default_rng(seed).random(x.shape[0]) < probability).astype(np.float32), probability
 
 
 def write_channel(path: str, x, y: np.ndarray, shards: int) -> tuple[Channel, float]:
@@ -122,15 +121,17 @@ def main() -> None:
                        "factors_init_sigma": "0.01"}
     print(f"FM binary classifier, {args.rows:,} x {args.dim}, num_factors={args.num_factors}, "
           f"epochs={args.epochs}, mini_batch_size=1000; held-out log loss on 100,000 rows")
-    print(f"{'data':<8}{'workers':>8}{'encode s':>10}{'fit s':>9}{'rows/s':>12}{'log loss':>10}{'base':>8}")
+    print(f"{'data':<8}{'workers':>8}{'encode s':>10}{'fit s':>9}{'rows/s':>12}{'log loss':>10}"
+          f"{'base':>8}{'oracle':>8}")
     root = tempfile.mkdtemp(prefix="fm-bench-")
     try:
         for kind in ("dense", "sparse"):
             x = make_features(args.rows, args.dim, kind == "sparse", seed=1)
-            y = make_labels(x, seed=2)
+            density = 0.2 if kind == "sparse" else 1.0
+            y, _ = make_labels(x, density, seed=2)
             x_test = make_features(100_000, args.dim, kind == "sparse", seed=3)
-            y_test = make_labels(x_test, seed=4)
-            base = log_loss(y_test, np.full(len(y_test), y.mean()))
+            y_test, truth = make_labels(x_test, density, seed=4)
+            base, oracle = log_loss(y_test, np.full(len(y_test), y.mean())), log_loss(y_test, truth)
             channel, encode_seconds = write_channel(os.path.join(root, kind), x, y, args.shards)
             del x
             for workers in args.workers:
@@ -138,8 +139,9 @@ def main() -> None:
                 seconds = fit(channel, hyperparameters, workers, model_dir)
                 loss = log_loss(y_test, load_model(model_dir).predict(Batch(x_test))["score"])
                 print(f"{kind:<8}{workers:>8}{encode_seconds:>10.1f}{seconds:>9.1f}"
-                      f"{args.rows * args.epochs / seconds:>12,.0f}{loss:>10.4f}{base:>8.4f}")
-        print("base: log loss of predicting the training label rate for every row")
+                      f"{args.rows * args.epochs / seconds:>12,.0f}{loss:>10.4f}{base:>8.4f}{oracle:>8.4f}")
+        print("base: log loss of predicting the training label rate for every row; "
+              "oracle: log loss of the true probabilities")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

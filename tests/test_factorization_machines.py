@@ -29,7 +29,7 @@ from algorithms.builtin import factorization_machines as fm_module
 from algorithms.builtin._fm_hyperparameters import SPEC, FMConfig
 from algorithms.builtin._fm_kernels import FMTrainer, prepare, raw_scores
 from algorithms.builtin._fm_ops import BACKEND_VARIABLE, NumpyOps, TorchOps, select_ops
-from algorithms.builtin._fm_state import initial_state, merge_states
+from algorithms.builtin._fm_state import initial_state, merge_states, touched_rows
 from algorithms.channel import RECORDIO_PROTOBUF, Channel, Manifest, Shard
 from algorithms.hyperparameters import HyperparameterError
 from algorithms.models import load_model
@@ -69,7 +69,10 @@ def write_channel(path, x, y, shards: int = 2) -> Channel:
 
 
 def fit(hyperparameters: dict, train: Channel, model_dir, workers: int = 1, test: Channel | None = None):
-    """Run ``workers`` training workers as threads; returns the loaded model and each worker's reporter."""
+    """Run ``workers`` training workers as threads; returns the loaded model and each worker's reporter.
+
+    Shards are dealt round-robin; a FullyReplicated ``test`` channel gives every worker all its shards.
+    """
     group = ThreadGroup(workers, timeout=120)
     reporters = [RecordingReporter() for _ in range(workers)]
     errors: list[BaseException] = []
@@ -78,7 +81,9 @@ def fit(hyperparameters: dict, train: Channel, model_dir, workers: int = 1, test
         try:
             channels = {"train": ChannelInput.from_channel("train", train, train.shards()[rank::workers])}
             if test is not None:
-                channels["test"] = ChannelInput.from_channel("test", test, test.shards()[rank::workers])
+                replicated = test.distribution == "FullyReplicated"
+                shards = test.shards() if replicated else test.shards()[rank::workers]
+                channels["test"] = ChannelInput.from_channel("test", test, shards)
             env = TrainingEnv(hyperparameters={k: str(v) for k, v in hyperparameters.items()},
                               channels=channels, model_dir=str(model_dir), rank=rank,
                               hosts=[f"algo-{i + 1}" for i in range(workers)],
@@ -305,6 +310,8 @@ def test_merge_weights_each_feature_by_the_records_that_touched_it():
 
     a = worker(1.0, [3, 1, 0], rows=3, w0=1.0)
     b = worker(5.0, [1, 0, 0], rows=1, w0=5.0)
+    sent = touched_rows(b)  # what b puts on the wire: only the rows its records touched
+    assert sent["touched"].tolist() == [0] and sent["theta"].shape == (1, 2)
     merged = merge_states([a, b])
     np.testing.assert_allclose(merged["theta"][:, 0], [2.0, 1.0, 1.0])  # 3:1 weights; only a; nobody (a's)
     np.testing.assert_allclose(merged["m_theta"][:, 1], [2.0, 1.0, 1.0])
@@ -571,3 +578,34 @@ def test_a_worker_without_shards_still_merges(tmp_path):
     two, _ = fit(hp, train, tmp_path / "two", workers=2)  # rank 1 gets no shard: its model must not count
     np.testing.assert_allclose(two.V, one.V, rtol=1e-6)
     assert two.w0 == pytest.approx(one.w0)
+
+
+def test_test_metrics_cover_the_whole_test_channel(tmp_path):
+    """A sharded test channel's sums are reduced across workers; a FullyReplicated one is whole on each."""
+    x, signal, _ = interaction_data(600, 6, seed=8)
+    y = (signal > 0).astype(np.float32)
+    train = write_channel(tmp_path / "train", x[:400], y[:400])
+    test = write_channel(tmp_path / "test", x[400:], y[400:], shards=3)
+    hp = {"feature_dim": 6, "num_factors": 3, "predictor_type": "binary_classifier", "mini_batch_size": 32}
+    for name, channel in (("sharded", test), ("replicated", test.with_distribution("FullyReplicated"))):
+        model, reporters = fit(hp, train, tmp_path / name, workers=2, test=channel)
+        out = model.predict(Batch(x[400:]))
+        for reporter in reporters:
+            metrics = reporter.final_metrics
+            assert metrics["test:binary_classification_accuracy"] == pytest.approx(
+                accuracy_score(y[400:], out["predicted_label"]))
+            assert metrics["test:binary_classification_cross_entropy"] == pytest.approx(
+                log_loss(y[400:], out["score"]), rel=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_sparse_batch_of_empty_rows_moves_only_the_bias(backend):
+    cfg = config(feature_dim=5, num_factors=2, predictor_type="binary_classifier")
+    state = initial_state(cfg)
+    ops = NumpyOps() if backend == "numpy" else TorchOps("cpu")
+    trainer = FMTrainer(cfg, {k: v.copy() for k, v in state.items()}, ops)
+    empty = sp.csr_matrix((3, 5), dtype=np.float32)
+    trainer.step(prepare(Batch(empty, np.array([1, 1, 0], np.float32)), cfg, "train", 0))
+    out = trainer.export()
+    assert (out["theta"] == state["theta"]).all() and out["w0"][0] > state["w0"][0]
+    assert out["rows"][0] == 3 and out["counts"].sum() == 0

@@ -49,31 +49,55 @@ def reset_epoch(state: State, cfg: FMConfig) -> State:
     return out
 
 
-def merge_states(states: list[State]) -> State:
-    """Data-weighted average of the workers' models; tallies are summed."""
-    if len(states) == 1:
-        return dict(states[0])
-    first = states[0]
+def touched_rows(state: State) -> State:
+    """What a worker sends for the merge: the scalars, and only the rows of θ its data touched this epoch.
+
+    Rows no record touched are still the epoch's starting rows, the same on every worker, so they need
+    not travel: for sparse high-dimensional data the exchange is O(touched rows), not O(feature_dim).
+    """
+    rows = np.flatnonzero(state["counts"] > 0)
+    out = {key: state[key] for key in (*_BIAS_KEYS, "t", "rows", "stats")}
+    out["touched"] = rows.astype(np.int64)
+    out["touched_counts"] = state["counts"][rows]
+    for key in _ROW_KEYS:
+        out[key] = state[key][rows]
+    return out
+
+
+def merge_touched(local: State, parts: list[State]) -> State:
+    """The merged state from every worker's :func:`touched_rows` (by rank) and this worker's own state."""
     out: State = {}
-    rows = np.array([float(s["rows"][0]) for s in states])
+    rows = np.array([float(p["rows"][0]) for p in parts])
     total_rows = rows.sum()
     for key in _BIAS_KEYS:
         if total_rows > 0:
-            acc = sum(r * s[key].astype(np.float64) for r, s in zip(rows, states, strict=True))
+            acc = sum(r * p[key].astype(np.float64) for r, p in zip(rows, parts, strict=True))
             out[key] = (acc / total_rows).astype(np.float32)
         else:
-            out[key] = first[key].copy()
-    counts = [s["counts"] for s in states]
-    total = np.sum(counts, axis=0)
-    seen = total > 0
-    weights = [np.divide(c, total, out=np.zeros_like(total), where=seen) for c in counts]
+            out[key] = local[key].copy()
+    union = np.unique(np.concatenate([p["touched"] for p in parts]))
+    positions = [np.searchsorted(union, p["touched"]) for p in parts]
+    weight_sum = np.zeros(len(union))
+    for pos, part in zip(positions, parts, strict=True):
+        weight_sum[pos] += part["touched_counts"]
     for key in _ROW_KEYS:
-        acc = np.zeros(first[key].shape, np.float64)
-        for w, s in zip(weights, states, strict=True):
-            acc += w[:, None] * s[key]
-        out[key] = np.where(seen[:, None], acc, first[key]).astype(np.float32)
-    out["t"] = np.max([s["t"] for s in states], axis=0)
+        acc = np.zeros((len(union), local[key].shape[1]))
+        for pos, part in zip(positions, parts, strict=True):
+            acc[pos] += (part["touched_counts"] / weight_sum[pos])[:, None] * part[key]
+        merged = local[key].copy()
+        merged[union] = acc
+        out[key] = merged
+    counts = np.zeros(local["counts"].shape[0])
+    counts[union] = weight_sum
+    out["t"] = np.max([p["t"] for p in parts], axis=0)
     out["rows"] = np.array([total_rows])
-    out["counts"] = total
-    out["stats"] = np.sum([s["stats"] for s in states], axis=0)
+    out["counts"] = counts
+    out["stats"] = np.sum([p["stats"] for p in parts], axis=0)
     return out
+
+
+def merge_states(states: list[State]) -> State:
+    """Data-weighted average of the workers' full states (see the module doc); tallies are summed."""
+    if len(states) == 1:
+        return dict(states[0])
+    return merge_touched(states[0], [touched_rows(s) for s in states])

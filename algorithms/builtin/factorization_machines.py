@@ -30,7 +30,7 @@ from ._fm_hyperparameters import BINARY, SPEC, FMConfig, check_init_companions
 from ._fm_kernels import FMTrainer, PreparedBatch, as_float32_features, prepare, raw_scores
 from ._fm_metrics import check_labels, metrics_from_stats, num_stats, row_terms
 from ._fm_ops import NumpyOps, select_ops
-from ._fm_state import initial_state, merge_states, reset_epoch
+from ._fm_state import initial_state, merge_states, merge_touched, reset_epoch, touched_rows
 from .base import Algorithm, Model, Output
 
 NAME = "factorization-machines"
@@ -173,7 +173,9 @@ class FactorizationMachines(Algorithm):
                 trainer.step(batch)
                 env.reporter.progress(seen, epoch, env.channels["train"].num_records, cfg.epochs)
             cache.epoch_done()
-            state = self.merge(env.collectives.allgather_state(trainer.export()))
+            state = trainer.export()
+            if env.world_size > 1:  # workers exchange only the rows of θ their data touched
+                state = merge_touched(state, env.collectives.allgather_state(touched_rows(state)))
             if state["rows"][0] == 0:
                 raise ValueError("the train channel holds no records")
             self._report("train", state["stats"], float(state["rows"][0]), epoch)
