@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import pyarrow.fs as pafs
 
@@ -62,7 +62,5 @@ def output_stream(fs: pafs.FileSystem, path: str):
 
 
 def delete_dir_quietly(fs: pafs.FileSystem, path: str) -> None:
-    try:
+    with suppress(FileNotFoundError, OSError):
         fs.delete_dir(path)
-    except (FileNotFoundError, OSError):
-        pass

@@ -125,10 +125,7 @@ class Hyperparameter:
         if self.kind is list:
             if isinstance(raw, str):
                 text = raw.strip()
-                if text.startswith("["):
-                    items = json.loads(text)
-                else:
-                    items = [p for p in text.split(",") if p.strip()]
+                items = json.loads(text) if text.startswith("[") else [p for p in text.split(",") if p.strip()]
             else:
                 items = list(raw)
             return [str(item).strip() for item in items]

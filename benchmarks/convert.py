@@ -113,9 +113,9 @@ def main() -> None:
             # warm-up (JIT, Python workers) on a slice, not timed
             spark_ml.to_channel(df.limit(20_000), ours_path)
             df.limit(20_000).write.mode("overwrite").parquet(pq_path)
-            ours = best_of(args.repeat, lambda df=df: spark_ml.to_channel(df, ours_path))
-            parquet = best_of(args.repeat, lambda df=df: df.write.mode("overwrite").parquet(pq_path))
-            read = best_of(args.repeat, lambda: spark.read.format("recordio-protobuf").load(ours_path)
+            ours = best_of(args.repeat, lambda df=df, p=ours_path: spark_ml.to_channel(df, p))
+            parquet = best_of(args.repeat, lambda df=df, p=pq_path: df.write.mode("overwrite").parquet(p))
+            read = best_of(args.repeat, lambda p=ours_path: spark.read.format("recordio-protobuf").load(p)
                            .write.format("noop").mode("overwrite").save())
             size = sum(os.path.getsize(os.path.join(ours_path, f)) for f in os.listdir(ours_path))
             rows.append((name, ours, parquet, read, values, size))

@@ -12,6 +12,7 @@ sparse) and ``label`` when the records have one, one partition per shard. Folder
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import uuid
@@ -41,7 +42,13 @@ from algorithms.channel import MANIFEST, RECORDIO_PROTOBUF, Channel, Manifest, S
 from algorithms.reader import iter_file_batches
 from algorithms.tensor_codec import encode_dense, encode_sparse
 
-from .arrow_vectors import ColumnError, first_non_finite, labels_from_arrow, matrix_to_arrow, vectors_from_arrow
+from .arrow_vectors import (
+    ColumnError,
+    first_non_finite,
+    labels_from_arrow,
+    matrix_to_arrow,
+    vectors_from_arrow,
+)
 
 SHORT_NAME = "recordio-protobuf"
 WRITE_OPTIONS = {"path", "featurescol", "labelcol", "recordspershard", "shardsizebytes", "dtype",
@@ -340,8 +347,10 @@ class _Writer(DataSourceArrowWriter):
                     raise ChannelWriteError(f"cannot append {feature_dim}-feature records to {cfg.path}, which holds "
                                             f"{previous.feature_dim} features")
                 if written and previous.shards and previous.has_label != (label_dim is not None):
-                    raise ChannelWriteError(f"cannot append records {'with' if label_dim else 'without'} labels to "
-                                            f"{cfg.path}, whose records {'have' if previous.has_label else 'lack'} them")
+                    given = "with" if label_dim else "without"
+                    held = "have" if previous.has_label else "lack"
+                    raise ChannelWriteError(f"cannot append records {given} labels to {cfg.path}, whose records "
+                                            f"{held} them")
                 keep = list(previous.shards)
                 feature_dim = feature_dim if feature_dim is not None else previous.feature_dim
                 label_dim = label_dim if label_dim is not None else previous.label_dim
@@ -408,10 +417,8 @@ class _ShardFile:
         if self.stream is not None:
             self.stream.close()
             self.stream = None
-        try:
+        with contextlib.suppress(FileNotFoundError, OSError):
             self.fs.delete_file(self.path)
-        except (FileNotFoundError, OSError):
-            pass
 
 
 def _child(fs: pafs.FileSystem, root: str, *names: str) -> str:
@@ -438,9 +445,12 @@ def _remove_channel_files(fs: pafs.FileSystem, root: str) -> None:
 def _remove_stale_staging(fs: pafs.FileSystem, root: str, job: str) -> None:
     """Leftovers of earlier failed writes (a task cancelled after its job aborted can still write)."""
     for info in fs.get_file_info(pafs.FileSelector(_child(fs, root, "_temporary"), allow_not_found=True)):
-        if info.base_name != job:
-            fsutil.delete_dir_quietly(fs, info.path) if info.type == pafs.FileType.Directory else fs.delete_file(
-                info.path)
+        if info.base_name == job:
+            continue
+        if info.type == pafs.FileType.Directory:
+            fsutil.delete_dir_quietly(fs, info.path)
+        else:
+            fs.delete_file(info.path)
 
 
 def _remove_if_empty(fs: pafs.FileSystem, path: str) -> None:

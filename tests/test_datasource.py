@@ -30,7 +30,7 @@ def _read(spark, path):
 
 
 def _sorted_rows(rows):
-    return sorted((tuple(r.features.toArray().tolist()), r["label"] if "label" in r else None) for r in rows)
+    return sorted((tuple(r.features.toArray().tolist()), r["label"] if "label" in r.asDict() else None) for r in rows)
 
 
 def test_dense_round_trip_real_data(spark, tmp_path):
@@ -64,7 +64,7 @@ def test_channel_files_hold_exactly_the_records(spark, tmp_path):
     np.testing.assert_array_equal(batch.features, x)
     np.testing.assert_array_equal(batch.labels, y)
     # Byte-identical to the vectorized encoder (itself checked against the protobuf runtime and the SDK).
-    joined = b"".join(open(channel.shard_uri(s), "rb").read() for s in shards)
+    joined = b"".join(open(channel.shard_uri(s), "rb").read() for s in shards)  # noqa: SIM115
     assert joined == encode_dense(x, y)
 
 
@@ -152,7 +152,8 @@ def test_overwrite_and_append(spark, tmp_path):
 @pytest.mark.parametrize(
     "schema, rows, message",
     [
-        ("features array<double>, label double", [([1.0, 2.0], 1.0), (None, 0.0)], "column 'features' is null at row 1"),
+        ("features array<double>, label double", [([1.0, 2.0], 1.0), (None, 0.0)],
+         "column 'features' is null at row 1"),
         ("features array<double>, label double", [([1.0, 2.0], 1.0), ([1.0], 0.0)],
          "arrays of differing length: row 0 has 2 values, row 1 has 1"),
         ("features array<double>, label double", [([1.0, 2.0], 1.0), ([1.0, float("inf")], 0.0)],
