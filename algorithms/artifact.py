@@ -94,21 +94,40 @@ def load_arrays(directory: str, name: str = ARRAYS) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def _local_files(local_dir: str) -> list[str]:
+    """Every file under a local model folder, as sorted relative POSIX paths (nested folders allowed)."""
+    files = []
+    for parent, _, names in os.walk(local_dir):
+        for name in names:
+            rel = os.path.relpath(os.path.join(parent, name), local_dir).replace(os.sep, "/")
+            if rel != MANIFEST:
+                files.append(rel)
+    return sorted(files)
+
+
 def write_artifact(local_dir: str, manifest: ArtifactManifest, destination: str) -> str:
-    """Copy a finished local model folder to ``destination`` (path or URI), manifest last. Returns it."""
-    manifest.files = sorted(f for f in os.listdir(local_dir) if f != MANIFEST)
-    for name in manifest.files:  # before anything is copied: nothing half-written
-        if os.path.isdir(os.path.join(local_dir, name)):
-            raise ArtifactError(f"model folder entry {name} is a directory; artifacts are flat")
+    """Copy a finished local model folder to ``destination`` (path or URI), manifest last. Returns it.
+
+    A destination that already holds a model is refused, unless that model came from the same training
+    job (a retried attempt replaces its own earlier output).
+    """
+    manifest.files = _local_files(local_dir)
     fs, root = fsutil.resolve(destination)
-    if fsutil.exists(fs, _child(fs, root, MANIFEST)):
-        raise ArtifactError(f"{destination} already holds a model; choose another location")
+    existing = _child(fs, root, MANIFEST)
+    if fsutil.exists(fs, existing):
+        previous = ArtifactManifest.from_json(fsutil.read_bytes(fs, existing).decode(), existing)
+        if manifest.training_job is None or previous.training_job != manifest.training_job:
+            raise ArtifactError(f"{destination} already holds a model; choose another location")
+        fs.delete_file(existing)
     fs.create_dir(root, recursive=True)
     for name in manifest.files:
-        with open(os.path.join(local_dir, name), "rb") as f_in, \
-                fs.open_output_stream(_child(fs, root, name)) as f_out:
+        target = _child(fs, root, name)
+        if "/" in name:
+            fs.create_dir(target.rsplit("/", 1)[0] if not fsutil.is_local(fs) else os.path.dirname(target),
+                          recursive=True)
+        with open(os.path.join(local_dir, name), "rb") as f_in, fs.open_output_stream(target) as f_out:
             shutil.copyfileobj(f_in, f_out, 8 << 20)
-    fsutil.write_bytes_atomic(fs, _child(fs, root, MANIFEST), manifest.to_json().encode())
+    fsutil.write_bytes_atomic(fs, existing, manifest.to_json().encode())
     return destination
 
 
@@ -129,14 +148,15 @@ def fetch(location: str, into: str | None = None) -> tuple[str, ArtifactManifest
         return root, manifest
     into = into or tempfile.mkdtemp(prefix="spark-ml-model-")
     for name in manifest.files:
-        with fs.open_input_stream(_child(fs, root, name)) as f_in, \
-                open(os.path.join(into, name), "wb") as f_out:
+        local = os.path.join(into, *name.split("/"))
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        with fs.open_input_stream(_child(fs, root, name)) as f_in, open(local, "wb") as f_out:
             shutil.copyfileobj(f_in, f_out, 8 << 20)
     return into, manifest
 
 
 def _child(fs: pafs.FileSystem, root: str, name: str) -> str:
-    return os.path.join(root, name) if fsutil.is_local(fs) else posixpath.join(root, name)
+    return os.path.join(root, *name.split("/")) if fsutil.is_local(fs) else posixpath.join(root, name)
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

@@ -90,21 +90,31 @@ def test_reading_a_folder_without_manifest_fails_clearly(tmp_path):
         artifact.fetch(str(tmp_path / "m"))
 
 
-def test_refuses_to_overwrite_a_model(tmp_path):
+def test_existing_model_is_refused_unless_it_is_the_same_jobs_earlier_attempt(tmp_path):
     src = model_dir(tmp_path)
     dest = str(tmp_path / "dest")
     artifact.write_artifact(src, manifest(), dest)
+    other = ArtifactManifest("kmeans", {"k": "3"}, 4, training_job="job-2")
     with pytest.raises(ArtifactError, match="already holds a model; choose another location"):
-        artifact.write_artifact(src, manifest(), dest)
+        artifact.write_artifact(src, other, dest)
+    retried = manifest()
+    retried.metrics = {"train:msd": 0.25}
+    artifact.write_artifact(src, retried, dest)
+    assert artifact.read_manifest(dest).metrics == {"train:msd": 0.25}
 
 
-def test_nested_folders_are_rejected_before_anything_is_copied(tmp_path):
+def test_nested_folders_are_copied_and_fetched(tmp_path):
+    """Script-mode models may write sub-folders (e.g. a tokenizer/ next to weights)."""
     src = model_dir(tmp_path)
-    os.mkdir(os.path.join(src, "sub"))
-    dest = tmp_path / "dest"
-    with pytest.raises(ArtifactError, match="model folder entry sub is a directory"):
-        artifact.write_artifact(src, manifest(), str(dest))
-    assert not dest.exists() or os.listdir(dest) == []
+    os.makedirs(os.path.join(src, "sub", "deeper"))
+    with open(os.path.join(src, "sub", "deeper", "vocab.txt"), "w") as f:
+        f.write("a\nb\n")
+    dest = str(tmp_path / "dest")
+    written = artifact.write_artifact(src, manifest(), dest)
+    assert "sub/deeper/vocab.txt" in artifact.read_manifest(written).files
+    local, _ = artifact.fetch(dest)
+    with open(os.path.join(local, "sub", "deeper", "vocab.txt")) as f:
+        assert f.read() == "a\nb\n"
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,7 @@ class TrainingEnv:
     reporter: Reporter = field(default_factory=Reporter)
     num_cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
     job_name: str | None = None
+    address: str = "127.0.0.1"  # this worker's network address, for framework rendezvous (torch, XGBoost)
 
     @property
     def world_size(self) -> int:

@@ -1,0 +1,202 @@
+"""Run a training job across executors: one barrier stage of ``numWorkers`` tasks over a tiny DataFrame.
+
+Only DataFrame APIs are used on the driver (``spark.range(...).mapInArrow(..., barrier=True,
+profile=...)``, ``collect``, job tags), so this also runs from a Spark Connect session.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from algorithms import fs as fsutil
+from algorithms.channel import Channel
+
+from .. import jobs
+from ..home import default_model_store
+from . import capacity
+from .monitor import JobMonitor, record
+from .plan import plan_channel
+from .spec import BUILTIN, ScriptPlan, WorkerSpec
+from .worker import FAILED, OK, PEER_FAILED, RESULT_DDL, make_task
+
+log = logging.getLogger("spark_ml.runner")
+
+
+class TrainingJobFailed(RuntimeError):
+    def __init__(self, job_name: str, reason: str):
+        super().__init__(f"training job {job_name} failed: {reason}")
+        self.job_name = job_name
+        self.reason = reason
+
+
+class TrainingJobStopped(RuntimeError):
+    def __init__(self, job_name: str):
+        super().__init__(f"training job {job_name} was stopped")
+        self.job_name = job_name
+
+
+@dataclass
+class TrainingRequest:
+    algorithm: str
+    hyperparameters: dict[str, str]
+    channels: dict[str, Channel]
+    num_workers: int = 1
+    gpus_per_worker: float = 0.0
+    kind: str = BUILTIN
+    script: ScriptPlan | None = None
+    model_store: str | None = None  # folder or URI; the model goes to <store>/<job name>
+    job_name: str | None = None
+    progress: bool = True
+    echo_logs: bool = False
+
+
+@dataclass
+class TrainingResult:
+    job_name: str
+    model_location: str
+    metrics: dict[str, float]
+    worker_seconds: list[float] = field(default_factory=list)
+
+
+def validate(request: TrainingRequest) -> None:
+    if not isinstance(request.num_workers, int) or request.num_workers < 1:
+        raise ValueError(f"numWorkers must be an integer ≥ 1, got {request.num_workers!r}")
+    if request.gpus_per_worker < 0:
+        raise ValueError(f"gpusPerWorker must be ≥ 0, got {request.gpus_per_worker!r}")
+    if "train" not in request.channels:
+        raise ValueError(f"a 'train' channel is required (given: {', '.join(request.channels) or 'none'})")
+
+
+def run_training(spark, request: TrainingRequest) -> TrainingResult:
+    """Train, record the job, return where the model is; raises TrainingJobFailed / TrainingJobStopped."""
+    validate(request)
+    cap = capacity.check(spark, request.num_workers, request.gpus_per_worker)
+    plans = [plan_channel(name, ch, request.num_workers) for name, ch in request.channels.items()]
+    name = request.job_name or jobs.new_job_name(request.algorithm)
+    store = request.model_store or default_model_store()
+    model_location = fsutil.join(store, name)
+    channels_doc = {c.name: {"path": c.path, "content_type": c.content_type, "distribution": c.distribution,
+                             "records": c.total_records} for c in plans}
+    jobs.create(name, request.algorithm, request.hyperparameters, channels_doc, request.num_workers,
+                request.gpus_per_worker)
+    monitor = _start_monitor(spark, cap, name, request)
+    spec = WorkerSpec(job_name=name, kind=request.kind, algorithm=request.algorithm,
+                      hyperparameters=dict(request.hyperparameters), channels=plans, num_workers=request.num_workers,
+                      gpus_per_worker=float(request.gpus_per_worker), model_location=model_location,
+                      monitor_url=monitor.url if monitor else None, monitor_token=monitor.token if monitor else None,
+                      script=request.script)
+    started = time.time()
+    try:
+        rows = _run_stage(spark, cap, spec, monitor, name)
+    except TrainingJobStopped:
+        jobs.finish(name, jobs.STOPPED, failure_reason="stopped by the user")
+        _discard(model_location)
+        raise
+    except Exception as exc:  # noqa: BLE001 - Spark-level failure (executors lost beyond retries, …)
+        reason = _spark_reason(exc)
+        jobs.finish(name, jobs.FAILED, failure_reason=reason)
+        _discard(model_location)
+        raise TrainingJobFailed(name, reason) from exc
+    finally:
+        if monitor is not None:
+            monitor.close()
+    jobs.set_phase(name, "training", time.time() - started)
+    return _conclude(name, rows, model_location)
+
+
+def _start_monitor(spark, cap: capacity.Capacity, name: str, request: TrainingRequest) -> JobMonitor | None:
+    """The live event endpoint, where executors can reach this process (not from a remote Connect client)."""
+    from .sessions import driver_host_for_workers
+
+    host = driver_host_for_workers(spark, cap)
+    if host is None:
+        return None
+    try:
+        return JobMonitor(name, host, show_progress=request.progress, log_lines=request.echo_logs)
+    except OSError as exc:
+        log.warning("no live progress for %s: cannot listen on %s (%s)", name, host, exc)
+        return None
+
+
+def _run_stage(spark, cap, spec: WorkerSpec, monitor: JobMonitor | None, name: str) -> list[dict]:
+    tag = f"spark-ml-{name}"
+    frame = spark.range(0, spec.num_workers, 1, numPartitions=spec.num_workers)
+    profile = capacity.resource_profile(cap, spec.gpus_per_worker)
+    stage = frame.mapInArrow(make_task(spec), RESULT_DDL, barrier=True, profile=profile)
+    box: dict = {}
+
+    def collect() -> None:
+        spark.addTag(tag)  # tags are per thread: this one runs the job
+        try:
+            box["rows"] = [row.asDict() for row in stage.collect()]
+        except BaseException as exc:  # noqa: BLE001 - handed to the driver thread
+            box["error"] = exc
+        finally:
+            spark.removeTag(tag)
+
+    thread = threading.Thread(target=collect, name=f"{tag}-collect", daemon=True)
+    thread.start()
+    stopping = False
+    while thread.is_alive():
+        thread.join(timeout=0.5)
+        if monitor is not None:
+            monitor.drain()
+        if not stopping and jobs.stop_requested(name):
+            stopping = True
+            spark.interruptTag(tag)
+    if stopping:
+        raise TrainingJobStopped(name)
+    if "error" in box:
+        raise box["error"]
+    return box["rows"]
+
+
+def _conclude(name: str, rows: list[dict], model_location: str) -> TrainingResult:
+    rows = sorted(rows, key=lambda r: r["rank"])
+    for row in rows:
+        record(name, json.loads(row["events"] or "[]"))
+    failed = [r for r in rows if r["status"] == FAILED]
+    if failed or any(r["status"] != OK for r in rows):
+        first = failed[0] if failed else next(r for r in rows if r["status"] != OK)
+        reason = f"worker {first['rank']}: {first['reason']}"
+        for row in rows:
+            if row["detail"]:
+                jobs.record_logs(name, [(row["rank"], f"traceback:\n{row['detail']}", time.time())])
+        jobs.finish(name, jobs.FAILED, failure_reason=reason)
+        _discard(model_location)
+        raise TrainingJobFailed(name, reason)
+    metrics = json.loads(rows[0]["metrics"] or "{}")
+    location = rows[0]["model_location"]
+    job = jobs.finish(name, jobs.COMPLETED, final_metrics=metrics, model_location=location)
+    if job.status != jobs.COMPLETED:  # a stop request arrived as it finished
+        raise TrainingJobStopped(name)
+    return TrainingResult(name, location, metrics, [r["seconds"] for r in rows])
+
+
+def _discard(location: str) -> None:
+    """A failed or stopped job leaves no model behind (and none marked good: the manifest goes first)."""
+    fs, path = fsutil.resolve(location)
+    try:
+        manifest = f"{path.rstrip('/')}/manifest.json"
+        if fsutil.exists(fs, manifest):
+            fs.delete_file(manifest)
+        fsutil.delete_dir_quietly(fs, path)
+    except OSError as exc:
+        log.warning("could not remove %s: %s", location, exc)
+
+
+def _spark_reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("at ", "File ", "Traceback", "JVM stacktrace")):
+            return line[:1000]
+    return type(exc).__name__
+
+
+__all__ = ["PEER_FAILED", "TrainingJobFailed", "TrainingJobStopped", "TrainingRequest", "TrainingResult",
+           "run_training"]

@@ -1,0 +1,143 @@
+"""What runs inside each barrier task: the training contract for one worker, and its result row."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import traceback
+
+import pyarrow as pa
+
+from algorithms.artifact import ArtifactManifest, write_artifact
+from algorithms.channel import Channel, Shard
+from algorithms.training.env import ChannelInput, TrainingEnv
+from algorithms.training.gpus import assign_local_gpus, visible_gpu_addresses
+
+from .barrier import BarrierCollectives, PeerFailed
+from .events import RemoteReporter
+from .spec import BUILTIN, SCRIPT, WorkerSpec
+
+RESULT_SCHEMA = pa.schema([
+    ("rank", pa.int32()), ("attempt", pa.int32()), ("status", pa.string()), ("reason", pa.string()),
+    ("detail", pa.string()), ("metrics", pa.string()), ("events", pa.string()), ("model_location", pa.string()),
+    ("host", pa.string()), ("gpus", pa.string()), ("seconds", pa.float64()),
+])
+RESULT_DDL = ("rank int, attempt int, status string, reason string, detail string, metrics string, events string, "
+              "model_location string, host string, gpus string, seconds double")
+OK, FAILED, PEER_FAILED = "ok", "failed", "peer_failed"
+
+
+def make_task(spec: WorkerSpec):
+    """The function given to ``mapInArrow(..., barrier=True)``: one result row per worker."""
+
+    def task(batches):
+        for _ in batches:  # the input is one tiny row per worker; its content is not needed
+            pass
+        from pyspark import BarrierTaskContext
+
+        yield pa.RecordBatch.from_pylist([run_worker(spec, BarrierTaskContext.get())], schema=RESULT_SCHEMA)
+
+    return task
+
+
+def _host_of(address: str) -> str:
+    host = address.rsplit(":", 1)[0] if ":" in address else address
+    return host.strip("[]") or "127.0.0.1"
+
+
+def choose_gpus(spec: WorkerSpec, context, rank: int) -> list[str]:
+    """GPUs Spark gave this task; in local mode (no task resources) the host's GPUs by rank."""
+    if spec.gpus_per_worker <= 0:
+        return []
+    resources = context.resources()
+    if "gpu" in resources and resources["gpu"].addresses:
+        return list(resources["gpu"].addresses)
+    per = int(spec.gpus_per_worker) if float(spec.gpus_per_worker).is_integer() else 1
+    return assign_local_gpus(rank, per, visible_gpu_addresses())
+
+
+def run_worker(spec: WorkerSpec, context) -> dict:
+    import json
+
+    started = time.time()
+    rank = context.partitionId()
+    attempt = context.attemptNumber()
+    infos = context.getTaskInfos()
+    address = _host_of(infos[rank].address)
+    reporter = RemoteReporter(rank, spec.monitor_url, spec.monitor_token)
+    collectives = BarrierCollectives(context)
+    workdir = tempfile.mkdtemp(prefix=f"spark-ml-{spec.job_name}-{rank}-")
+    result = {"rank": rank, "attempt": attempt, "status": OK, "reason": None, "detail": None, "metrics": "{}",
+              "events": "[]", "model_location": None, "host": address, "gpus": "", "seconds": 0.0}
+    try:
+        gpus = choose_gpus(spec, context, rank)
+        result["gpus"] = ",".join(gpus)
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        env = TrainingEnv(
+            hyperparameters=dict(spec.hyperparameters),
+            channels={c.name: _channel_input(c, rank) for c in spec.channels},
+            model_dir=os.path.join(workdir, "model"),
+            output_dir=os.path.join(workdir, "output"),
+            rank=rank, hosts=[f"algo-{i + 1}" for i in range(len(infos))], gpus=gpus,
+            collectives=collectives, reporter=reporter, job_name=spec.job_name, address=address,
+            num_cpus=context.cpus() if hasattr(context, "cpus") else (os.cpu_count() or 1),
+        )
+        os.makedirs(env.model_dir, exist_ok=True)
+        os.makedirs(env.output_dir, exist_ok=True)
+        reporter.started(context.taskAttemptId())
+        reporter.log(f"worker {rank}/{len(infos)} on {address} (task {context.taskAttemptId()}), "
+                     f"GPUs: {','.join(gpus) or 'none'}")
+        model_dir, metrics, manifest = _train(spec, env, workdir)
+        collectives.finish()  # every worker succeeded: only now is the model published
+        if rank == 0:
+            result["model_location"] = write_artifact(model_dir, manifest, spec.model_location)
+        result["metrics"] = json.dumps(metrics)
+    except PeerFailed as exc:
+        result.update(status=PEER_FAILED, reason=str(exc))
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes this worker's reported reason
+        reason = _first_line(exc)
+        try:
+            collectives.fail(reason)
+        except Exception:  # noqa: BLE001 - the others may be gone already
+            pass
+        result.update(status=FAILED, reason=reason, detail=traceback.format_exc()[-8000:])
+    finally:
+        result["events"] = json.dumps(reporter.close())
+        result["seconds"] = time.time() - started
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def _first_line(exc: BaseException) -> str:
+    if getattr(exc, "full_reason", False):
+        return str(exc)[:2000]
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _channel_input(plan, rank: int) -> ChannelInput:
+    channel = Channel(plan.path, plan.content_type, plan.distribution)
+    shards = [Shard(path, records) for path, records in plan.assignments[rank]]
+    counts = [r for _, r in plan.assignments[rank]]
+    return ChannelInput(name=plan.name, files=[channel.shard_uri(s) for s in shards], content_type=plan.content_type,
+                        feature_dim=plan.feature_dim, has_label=plan.has_label,
+                        num_records=None if None in counts else sum(counts), total_records=plan.total_records,
+                        distribution=plan.distribution)
+
+
+def _train(spec: WorkerSpec, env: TrainingEnv, workdir: str) -> tuple[str, dict, ArtifactManifest | None]:
+    """Run the algorithm; returns (local model folder, final metrics, artifact manifest)."""
+    if spec.kind == BUILTIN:
+        from algorithms.training.run import run_builtin
+
+        outcome = run_builtin(spec.algorithm, env)
+        return env.model_dir, outcome.metrics, outcome.manifest
+    from .script import run_user_code
+
+    model_dir = run_user_code(spec, env, workdir, script_mode=spec.kind == SCRIPT)
+    metrics = dict(env.reporter.final_metrics)
+    manifest = ArtifactManifest(algorithm=spec.algorithm, hyperparameters=dict(spec.hyperparameters),
+                                feature_dim=None, metrics=metrics, training_job=spec.job_name)
+    return model_dir, metrics, manifest
