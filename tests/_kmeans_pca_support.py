@@ -19,9 +19,9 @@ def write_channel(path: str, x: np.ndarray, parts: int = 2, sparse: bool = False
                   dtype=np.float32, record_feature_dim: bool = True) -> Channel:
     """``x`` as ``parts`` recordIO-protobuf shards plus ``manifest.json`` (dense or sparse records)."""
     os.makedirs(path)
-    x = np.asarray(x, dtype=dtype)
+    x = sp.csr_matrix(x, dtype=dtype) if sp.issparse(x) else np.asarray(x, dtype=dtype)
     shards = []
-    for i, rows in enumerate(np.array_split(np.arange(len(x)), parts)):
+    for i, rows in enumerate(np.array_split(np.arange(x.shape[0]), parts)):
         name = f"part-{i:05d}.pbr"
         data = encode_sparse(sp.csr_matrix(x[rows])) if sparse else encode_dense(x[rows])
         with open(os.path.join(path, name), "wb") as f:

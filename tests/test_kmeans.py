@@ -147,7 +147,9 @@ def test_training_streams_in_mini_batches_and_keeps_only_the_summary(tmp_path, d
     for batch in env.channels["train"].batches(algo.batch_size()):
         state = algo.update(state, batch)
     assert max(seen) == 256 and sum(seen) == len(digits)
-    assert {len(v) for v in state.values()} == {num_centers(10, "auto")} == {200}
+    assert {len(v) for v in state.values()} == {num_centers(10, "auto", 64)} == {200}
+    assert num_centers(3, "auto", 50) == 201 and num_centers(3, "auto", 50_000) == 81
+    assert num_centers(3, "auto", 10**7) == 30 and num_centers(3, "4", 10**7) == 12
     model = algo.finalize(algo.merge([state]))
     assert model.cluster_centers.shape == (10, 64)
 
@@ -268,3 +270,31 @@ def test_backend_choice_follows_the_device_and_works_without_torch(monkeypatch):
         get_backend("torch")
     monkeypatch.setenv(BACKEND_ENV, "numpy")
     assert backend_for("cuda").name == "numpy"
+
+
+def test_sparse_high_dimensional_rows_stay_sparse(tmp_path, monkeypatch):
+    rows, dim = 600, 20_000
+    rng = np.random.default_rng(5)
+    columns = rng.choice(dim, size=(3, 100), replace=False)  # three clusters, each on its own 100 columns
+    cluster = np.arange(rows) % 3
+    values = 1.0 + 0.3 * rng.standard_normal((rows, 100))
+    x = sp.csr_matrix((values.ravel(), (np.repeat(np.arange(rows), 100), columns[cluster].ravel())),
+                      shape=(rows, dim))
+    best = SkKMeans(n_clusters=3, n_init=10, random_state=0).fit(x).inertia_
+    channel = write_channel(str(tmp_path / "train"), x, parts=2, sparse=True)
+    densified: list[tuple[int, int]] = []
+    toarray = sp.csr_matrix.toarray
+
+    def watched(self, *args, **kwargs):
+        densified.append(self.shape)
+        return toarray(self, *args, **kwargs)
+
+    monkeypatch.setattr(sp.csr_matrix, "toarray", watched)
+    hp = {"k": "3", "force_dense": "false", "init_method": "kmeans++", "mini_batch_size": "200",
+          "extra_center_factor": "10"}
+    _, model = train("kmeans", hp, channel, str(tmp_path / "model"), workers=2)
+    # only the centers' sums (30 centers here) are ever dense, never a mini-batch of 200 rows
+    assert densified and not [shape for shape in densified if shape[0] > 30]
+    monkeypatch.undo()
+    d2 = model.predict(Batch(x))["distance_to_cluster"].astype(np.float64) ** 2
+    assert d2.sum() <= 1.02 * best

@@ -15,7 +15,9 @@ from algorithms import builtin
 from algorithms.batch import Batch
 from algorithms.builtin._backend import BACKEND_ENV
 from algorithms.builtin.pca import PCA, PCAModel, chan_merge, sketch_size
+from algorithms.channel import RECORDIO_PROTOBUF, Channel, Manifest, Shard
 from algorithms.hyperparameters import HyperparameterError
+from algorithms.tensor_codec import encode_sparse
 from algorithms.training import ChannelInput, TrainingEnv
 
 
@@ -221,3 +223,51 @@ def test_torch_backend_trains_the_same_model_as_numpy(tmp_path, monkeypatch, dig
         _, model = train("pca", hp, channel, str(tmp_path / f"torch-{name}"), workers=2)
         np.testing.assert_allclose(model.explained_variance, reference.explained_variance, rtol=1e-9)
         assert_same_axes(model.components, reference.components, 1e-8)
+
+
+def sparse_topics(rows: int, dim: int) -> sp.csr_matrix:
+    """Sparse rows mixing 8 sparse "topics" (200 columns each) with decaying weights, plus sparse noise."""
+    rng = np.random.default_rng(0)
+    topic_columns = rng.choice(dim, size=8 * 200, replace=False)
+    topics = np.zeros((8, len(topic_columns)))
+    for t in range(8):
+        topics[t, t * 200 : (t + 1) * 200] = rng.standard_normal(200)
+    weights = rng.standard_normal((rows, 8)) * (10 * 2.0 ** -np.arange(8))[None, :]
+    signal_at = (np.repeat(np.arange(rows), len(topic_columns)), np.tile(topic_columns, rows))
+    signal = sp.coo_matrix((np.ravel(weights @ topics), signal_at), shape=(rows, dim))
+    noise_at = (np.repeat(np.arange(rows), 5), rng.integers(0, dim, size=rows * 5))
+    noise = sp.coo_matrix((rng.standard_normal(rows * 5), noise_at), shape=(rows, dim))
+    return sp.csr_matrix(signal + noise)
+
+
+def test_randomized_mode_handles_large_sparse_feature_dim_without_densifying(tmp_path, monkeypatch):
+    x = sparse_topics(600, 50_000)  # the regular mode's scatter matrix would take 20 GB
+    # exact variances from the columns that hold data (dense, small)
+    used = np.unique(x.indices)
+    compact = x[:, used].toarray()
+    centered = compact - compact.mean(axis=0)
+    exact = np.sort(np.linalg.eigvalsh(centered @ centered.T))[::-1][:5] / (x.shape[0] - 1)
+    path = tmp_path / "train"
+    path.mkdir()
+    data = encode_sparse(x)
+    (path / "part-00000.pbr").write_bytes(data)
+    (path / "part-00001.pbr").write_bytes(b"")
+    manifest = Manifest(RECORDIO_PROTOBUF, (Shard("part-00000.pbr", x.shape[0], len(data)),
+                                            Shard("part-00001.pbr", 0, 0)), feature_dim=50_000, sparse=True)
+    (path / "manifest.json").write_text(manifest.to_json())
+
+    densified: list[tuple[int, int]] = []
+    toarray = sp.csr_matrix.toarray
+
+    def watched(self, *args, **kwargs):
+        densified.append(self.shape)
+        return toarray(self, *args, **kwargs)
+
+    monkeypatch.setattr(sp.csr_matrix, "toarray", watched)
+    hp = {"num_components": "5", "algorithm_mode": "randomized", "mini_batch_size": "100"}
+    _, model = train("pca", hp, Channel.open(str(path)), str(tmp_path / "model"), workers=2)
+    assert not [shape for shape in densified if shape[0] * shape[1] > 50_000]
+    np.testing.assert_allclose(model.explained_variance, exact, rtol=0.01)
+    mean = np.zeros(50_000)
+    mean[used] = compact.mean(axis=0)
+    np.testing.assert_allclose(model.mean.ravel(), mean, atol=1e-12)

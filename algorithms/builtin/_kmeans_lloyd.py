@@ -1,7 +1,9 @@
 """Weighted k-means on a small set of points: k-means++ seeding and Lloyd iterations (numpy).
 
 This is the "local Lloyd" of SageMaker's k-means: it runs on the streamed summary (a few hundred or
-thousand weighted centers), never on the data, so plain numpy in float64 is the right tool.
+thousand weighted centers), never on the data, so plain numpy in float64 is the right tool. Seeding
+also picks the streaming centers from a first mini-batch, whose rows may be sparse (scipy CSR): they
+stay sparse, only the chosen rows become dense.
 """
 
 from __future__ import annotations
@@ -9,27 +11,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 INIT_METHODS = ("random", "kmeans++")
 
 
-def squared_distances(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """``(n, k)`` squared Euclidean distances, clamped at zero."""
-    d2 = points @ centers.T
+def _sq_norms(points) -> np.ndarray:
+    if sp.issparse(points):
+        return np.asarray(points.multiply(points).sum(axis=1), dtype=np.float64).ravel()
+    return np.einsum("ij,ij->i", points, points)
+
+
+def _rows(points, index) -> np.ndarray:
+    """Rows of ``points`` as a dense float64 array."""
+    rows = points[index]
+    return np.asarray(rows.toarray() if sp.issparse(rows) else rows, dtype=np.float64)
+
+
+def squared_distances(points, centers: np.ndarray, point_norms: np.ndarray | None = None) -> np.ndarray:
+    """``(n, k)`` squared Euclidean distances, clamped at zero; ``points`` dense or CSR."""
+    d2 = np.asarray(points @ centers.T, dtype=np.float64)
     d2 *= -2.0
-    d2 += np.einsum("ij,ij->i", points, points)[:, None]
-    d2 += np.einsum("ij,ij->i", centers, centers)[None, :]
+    d2 += (_sq_norms(points) if point_norms is None else point_norms)[:, None]
+    d2 += _sq_norms(centers)[None, :]
     return np.maximum(d2, 0.0, out=d2)
 
 
-def assign(points: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def assign(points: np.ndarray, centers: np.ndarray,
+           point_norms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Index of the closest center of each point and the squared distance to it."""
-    d2 = squared_distances(points, centers)
+    d2 = squared_distances(points, centers, point_norms)
     labels = d2.argmin(axis=1)
     return labels, d2[np.arange(len(points)), labels]
 
 
-def kmeans_plus_plus(points: np.ndarray, weights: np.ndarray, count: int, rng: np.random.Generator,
+def kmeans_plus_plus(points, weights: np.ndarray, count: int, rng: np.random.Generator,
                      existing: np.ndarray | None = None) -> np.ndarray:
     """``count`` new centers chosen by greedy weighted k-means++ (after ``existing`` ones, if any).
 
@@ -46,7 +62,7 @@ def kmeans_plus_plus(points: np.ndarray, weights: np.ndarray, count: int, rng: n
     start = 0
     if existing is None or len(existing) == 0:
         first = rng.choice(n, p=weights / weights.sum())
-        out[0] = points[first]
+        out[0] = _rows(points, [first])[0]
         closest = squared_distances(points, out[:1])[:, 0]
         start = 1
     else:
@@ -55,20 +71,20 @@ def kmeans_plus_plus(points: np.ndarray, weights: np.ndarray, count: int, rng: n
         potential = weights * closest
         total = potential.sum()
         if not total > 0:
-            out[i] = points[rng.choice(n, p=weights / weights.sum())]
+            out[i] = _rows(points, [rng.choice(n, p=weights / weights.sum())])[0]
             continue
         cumulative = np.cumsum(potential)
         candidates = np.minimum(np.searchsorted(cumulative, rng.random(trials) * cumulative[-1]), n - 1)
-        candidate_d2 = squared_distances(points[candidates], points)
+        candidate_rows = _rows(points, candidates)
+        candidate_d2 = squared_distances(points, candidate_rows).T
         np.minimum(candidate_d2, closest[None, :], out=candidate_d2)
         best = int((candidate_d2 @ weights).argmin())
-        out[i] = points[candidates[best]]
+        out[i] = candidate_rows[best]
         closest = candidate_d2[best]
     return out
 
 
-def random_centers(points: np.ndarray, weights: np.ndarray, count: int,
-                   rng: np.random.Generator) -> np.ndarray:
+def random_centers(points, weights: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
     """``count`` distinct points drawn with probability proportional to weight (repeats only if too few)."""
     positive = np.flatnonzero(weights > 0)
     p = weights[positive] / weights[positive].sum()
@@ -76,14 +92,14 @@ def random_centers(points: np.ndarray, weights: np.ndarray, count: int,
     chosen = positive[rng.choice(len(positive), size=take, replace=False, p=p)]
     if take < count:
         chosen = np.concatenate([chosen, positive[rng.choice(len(positive), size=count - take, p=p)]])
-    return points[chosen].astype(np.float64, copy=True)
+    return _rows(points, chosen).copy()
 
 
 def weighted_sums(points: np.ndarray, weights: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """``(k, d)`` sums of ``weights * points`` grouped by label."""
-    d = points.shape[1]
-    flat = (labels[:, None] * d + np.arange(d)[None, :]).ravel()
-    return np.bincount(flat, weights=(points * weights[:, None]).ravel(), minlength=k * d).reshape(k, d)
+    n = len(labels)
+    indicator = sp.csr_matrix((weights, (labels, np.arange(n))), shape=(k, n))
+    return np.asarray(indicator @ points)
 
 
 @dataclass
@@ -104,9 +120,10 @@ def lloyd(points: np.ndarray, weights: np.ndarray, centers: np.ndarray, max_iter
     k = len(centers)
     previous = np.inf
     iterations = 0
+    point_norms = _sq_norms(points)
     while iterations < max_iter:
         iterations += 1
-        labels, d2 = assign(points, centers)
+        labels, d2 = assign(points, centers, point_norms)
         cost = float(weights @ d2)
         mass = np.bincount(labels, weights=weights, minlength=k)
         sums = weighted_sums(points, weights, labels, k)
@@ -119,7 +136,7 @@ def lloyd(points: np.ndarray, weights: np.ndarray, centers: np.ndarray, max_iter
         if not len(empty) and (cost == 0 or (np.isfinite(previous) and previous - cost <= tol * previous)):
             break
         previous = cost
-    _, d2 = assign(points, centers)
+    _, d2 = assign(points, centers, point_norms)
     return LloydResult(centers, float(weights @ d2), iterations)
 
 

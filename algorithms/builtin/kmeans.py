@@ -32,7 +32,8 @@ from .base import Algorithm, Model, Output
 
 EVAL_METRICS = ("msd", "ssd")
 AUTO_CENTER_FACTOR = 10  # SageMaker's observed auto value ("shrinking 80 centers into 8")
-MIN_AUTO_CENTERS = 200  # auto also keeps at least this many centers, so small k still gets a fine summary
+MIN_AUTO_CENTERS = 200  # auto also keeps at least this many centers, so small k still gets a fine summary...
+AUTO_CENTER_BUDGET = 1 << 22  # ...as long as the centers hold at most this many values (32 MiB of float64)
 AUTO_NUM_TRIALS = 10  # SageMaker's observed auto value
 _SEED = 0x5EED
 
@@ -46,7 +47,8 @@ HYPERPARAMETERS = HyperparameterSpec([
                    doc="How the streaming centers are seeded from the first mini-batch."),
     Hyperparameter("extra_center_factor", int, default=AUTO, low=1, auto=True,
                    doc="Streaming keeps k * extra_center_factor centers and reduces them to k at the end. "
-                       f"auto: {AUTO_CENTER_FACTOR}, raised to keep at least {MIN_AUTO_CENTERS} centers."),
+                       f"auto: {AUTO_CENTER_FACTOR}, raised towards {MIN_AUTO_CENTERS} centers while they "
+                       "stay small (32 MiB)."),
     Hyperparameter("local_lloyd_max_iter", int, default=300, low=1,
                    doc="Maximum Lloyd iterations of the final reduction."),
     Hyperparameter("local_lloyd_tol", float, default=0.0001, low=0.0, high=1.0,
@@ -64,10 +66,15 @@ HYPERPARAMETERS = HyperparameterSpec([
 ])
 
 
-def num_centers(k: int, extra_center_factor: Any) -> int:
-    """How many centers the streaming phase keeps."""
+def num_centers(k: int, extra_center_factor: Any, feature_dim: int) -> int:
+    """How many centers the streaming phase keeps.
+
+    auto: ``k * 10`` (SageMaker's), raised up to 200 centers for small k, which makes the summary finer
+    at little cost, unless the centers would then exceed ``AUTO_CENTER_BUDGET`` values.
+    """
     if extra_center_factor in (None, AUTO):
-        return k * max(AUTO_CENTER_FACTOR, math.ceil(MIN_AUTO_CENTERS / k))
+        affordable = AUTO_CENTER_BUDGET // (k * feature_dim)
+        return k * max(AUTO_CENTER_FACTOR, min(math.ceil(MIN_AUTO_CENTERS / k), affordable))
     return k * int(extra_center_factor)
 
 
@@ -145,7 +152,7 @@ class KMeans(Algorithm):
         super().__init__(env)
         self.eval_metrics = check_eval_metrics(self.hp["eval_metrics"])
         self.k = int(self.hp["k"])
-        self.num_centers = num_centers(self.k, self.hp["extra_center_factor"])
+        self.num_centers = num_centers(self.k, self.hp["extra_center_factor"], self.feature_dim)
         trials = self.hp["local_lloyd_num_trials"]
         self.num_trials = AUTO_NUM_TRIALS if trials in (None, AUTO) else int(trials)
         self.half_life = int(self.hp["half_life_time_size"])
@@ -229,13 +236,13 @@ class KMeans(Algorithm):
 
     def _add_centers(self, state: State, features) -> State:
         """Seed centers from this batch's rows until there are ``num_centers`` (init_method)."""
-        rows = np.asarray(features.toarray() if sp.issparse(features) else features, dtype=np.float64)
-        need = min(self.num_centers - len(state["centers"]), len(rows))
+        rows = sp.csr_matrix(features, dtype=np.float64) if sp.issparse(features) else features
+        need = min(self.num_centers - len(state["centers"]), rows.shape[0])
         if self.hp["init_method"] == "kmeans++":
-            new = kmeans_plus_plus(rows, np.ones(len(rows)), need, self.rng,
+            new = kmeans_plus_plus(rows, np.ones(rows.shape[0]), need, self.rng,
                                    existing=state["centers"] if len(state["centers"]) else None)
         else:
-            new = random_centers(rows, np.ones(len(rows)), need, self.rng)
+            new = random_centers(rows, np.ones(rows.shape[0]), need, self.rng)
         zeros = np.zeros(need)
         return {"centers": np.concatenate([state["centers"], new]),
                 "weights": np.concatenate([state["weights"], zeros]),
