@@ -298,3 +298,13 @@ def test_sparse_high_dimensional_rows_stay_sparse(tmp_path, monkeypatch):
     monkeypatch.undo()
     d2 = model.predict(Batch(x))["distance_to_cluster"].astype(np.float64) ** 2
     assert d2.sum() <= 1.02 * best
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_stream_sorted_by_class_is_summarized_as_well(tmp_path, digits, digits_best_inertia, workers):
+    # records ordered by digit: the first mini-batches hold only 0s and 1s, later ones only 8s and 9s
+    order = np.argsort(load_digits().target, kind="stable")
+    channel = write_channel(str(tmp_path / "train"), digits[order], parts=2)
+    _, model = train("kmeans", {"k": "10", "mini_batch_size": "300"}, channel, str(tmp_path / "model"),
+                     workers=workers)
+    assert inertia(digits, model.cluster_centers) <= 1.02 * digits_best_inertia

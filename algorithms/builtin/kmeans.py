@@ -8,9 +8,14 @@ Summaries from all workers are concatenated (the merge), and rank 0 reduces the 
 weighted group means to ``k`` centers with k-means++ seeding and Lloyd iterations (the "local Lloyd"),
 keeping the best of ``local_lloyd_num_trials`` runs. The data itself is never held.
 
-``train:msd`` is computed from the summaries: the mean squared distance of the training records to the
-final centers when each record goes where its group went (an upper bound of the exact value, which
-would need another pass). ``test:msd`` / ``test:ssd`` are exact, on the ``test`` channel.
+``train:msd`` is computed from the summaries of the last epoch: the mean squared distance of the
+training records to the final centers when each record goes where its group went (an upper bound of
+the exact value, which would need another pass; with ``half_life_time_size`` records weigh as decayed).
+``test:msd`` / ``test:ssd`` are exact, on the ``test`` channel, each worker scoring part of its files.
+
+``init_method`` seeds the streaming centers from the first mini-batch (more batches if it is smaller
+than ``K``); ``local_lloyd_init_method`` seeds the final reduction. Computation runs on the worker's
+array backend (numpy; torch on a GPU worker), the final reduction in numpy on the small summary.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from ..training.collectives import State
 from ..training.env import ChannelInput
 from . import register
 from ._backend import ArrayBackend, backend_for
-from ._kmeans_lloyd import INIT_METHODS, kmeans_plus_plus, random_centers, weighted_kmeans
+from ._kmeans_lloyd import INIT_METHODS, kmeans_plus_plus, random_centers, squared_distances, weighted_kmeans
 from .base import Algorithm, Model, Output
 
 EVAL_METRICS = ("msd", "ssd")
@@ -172,7 +177,7 @@ class KMeans(Algorithm):
                 "sq_norms": empty}
 
     def update(self, state: State, batch: Batch) -> State:
-        """One mini-batch step: seed missing centers from the batch, then move centers to running means."""
+        """One mini-batch step: seed missing centers, relocate starved ones, move centers to running means."""
         if len(batch) == 0:
             return state
         if batch.feature_dim != self.feature_dim:
@@ -186,7 +191,20 @@ class KMeans(Algorithm):
         if self.half_life > 0:
             decay = 0.5 ** (len(batch) / self.half_life)
             state = {key: (value if key == "centers" else value * decay) for key, value in state.items()}
-        counts, sums, sq_norms = self._batch_statistics(state["centers"], features)
+        be = self.backend
+        dtype = np.float32 if features.dtype == np.float32 else np.float64
+        x = be.asarray(features, dtype=dtype)
+        x64 = be.float64(x)
+        x_norms = be.row_sq_norms(x64)
+        labels, distances = self._assign(x, dtype, x_norms, state["centers"])
+        state, moved = self._relocate(state, features, x64, be.to_numpy(x_norms), be.to_numpy(distances),
+                                      be.to_numpy(be.bincount(labels, None, len(state["centers"]))))
+        if moved:
+            labels, _ = self._assign(x, dtype, x_norms, state["centers"])
+        k = len(state["centers"])
+        counts = be.to_numpy(be.bincount(labels, None, k))
+        sums = be.to_numpy(be.segment_sum(x64, labels, k))
+        sq_norms = be.to_numpy(be.bincount(labels, x_norms, k))
         weights = state["weights"]
         centers = state["centers"].copy()
         hit = counts > 0
@@ -217,22 +235,76 @@ class KMeans(Algorithm):
             raise ValueError(f"k={self.k} but the training data holds {records:.0f} records")
 
     # Pieces ------------------------------------------------------------------------------------------
-    def _batch_statistics(self, centers: np.ndarray, features) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Assign the batch's rows to their closest center: per-center count, sum and sum of squared norms."""
+    def _assign(self, x, dtype, x_norms, centers: np.ndarray):
+        """Closest center of each row and the squared distance to it (backend arrays)."""
         be = self.backend
-        dtype = np.float32 if features.dtype == np.float32 else np.float64
-        x = be.asarray(features, dtype=dtype)
         # argmin over centers of ‖c‖² - 2 x·c (‖x‖² is the same for every center of a row)
         centers_t = be.asarray(np.ascontiguousarray(-2.0 * centers.T), dtype=dtype)
         scores = be.matmul(x, centers_t)
         scores += be.asarray(np.einsum("ij,ij->i", centers, centers), dtype=dtype)[None, :]
-        labels, _ = be.argmin_rows(scores)
+        labels, best = be.argmin_rows(scores)
+        return labels, be.float64(best) + x_norms
+
+    def _relocate(self, state: State, features, x64, x_norms: np.ndarray, distances: np.ndarray,
+                  batch_counts: np.ndarray) -> tuple[State, bool]:
+        """Move centers the stream no longer needs to regions of this batch that no center serves.
+
+        A greedy swap, as in k-means local search: a candidate row drawn with probability proportional
+        to its squared distance (k-means++ style) replaces the center whose records (its weight plus the
+        batch rows it serves) are cheapest to fold into its nearest neighbour, when the batch's cost
+        drops by more than that fold costs. The folded group's statistics join the neighbour's, so no
+        record leaves the summary. This keeps a stream whose order is not random (sorted by key, one
+        class per shard) from being summarized by centers seeded in its first mini-batch only; on a
+        stationary stream the test rarely passes and costs little.
+        """
+        centers = state["centers"]
         k = len(centers)
-        x64 = be.float64(x)
-        counts = be.to_numpy(be.bincount(labels, None, k))
-        sums = be.to_numpy(be.segment_sum(x64, labels, k))
-        sq_norms = be.to_numpy(be.bincount(labels, be.row_sq_norms(x64), k))
-        return counts, sums, sq_norms
+        if k < 2:
+            return state, False
+        be = self.backend
+        distances = np.maximum(distances, 0.0)
+        out, weights = state, state["weights"]
+        trials = 2 + int(np.log(k))
+        moved = False
+        for _ in range(max(1, k // self.k)):
+            pairwise = squared_distances(centers, centers)
+            np.fill_diagonal(pairwise, np.inf)
+            nearest = pairwise.argmin(axis=1)
+            fold_costs = (weights + batch_counts) * pairwise[np.arange(k), nearest]
+            j = int(fold_costs.argmin())
+            total = distances.sum()
+            if not total > fold_costs[j]:  # no candidate can gain more than the whole batch costs
+                break
+            cumulative = np.cumsum(distances)
+            picks = np.searchsorted(cumulative, self.rng.random(trials) * total)
+            picks = np.minimum(picks, len(distances) - 1)
+            rows = features[picks]
+            candidates = np.asarray(rows.toarray() if sp.issparse(rows) else rows, dtype=np.float64)
+            candidates_t = be.asarray(np.ascontiguousarray(candidates.T), dtype=np.float64)
+            to_candidates = be.to_numpy(be.matmul(x64, candidates_t))
+            to_candidates *= -2.0
+            to_candidates += x_norms[:, None]
+            to_candidates += np.einsum("ij,ij->i", candidates, candidates)[None, :]
+            np.maximum(to_candidates, 0.0, out=to_candidates)
+            gains = np.maximum(distances[:, None] - to_candidates, 0.0).sum(axis=0)
+            best = int(gains.argmax())
+            if not gains[best] > fold_costs[j]:
+                break
+            if not moved:  # copy on first write
+                out = {key: value.copy() for key, value in state.items()}
+                centers, weights = out["centers"], out["weights"]
+            m = int(nearest[j])
+            if weights[j] > 0:
+                centers[m] = (weights[m] * centers[m] + weights[j] * centers[j]) / (weights[m] + weights[j])
+            for key in ("weights", "counts", "sums", "sq_norms"):
+                out[key][m] += out[key][j]
+                out[key][j] = 0.0
+            centers[j] = candidates[best]
+            batch_counts[m] += batch_counts[j]
+            batch_counts[j] = np.count_nonzero(to_candidates[:, best] < distances)
+            distances = np.minimum(distances, to_candidates[:, best])
+            moved = True
+        return out, moved
 
     def _add_centers(self, state: State, features) -> State:
         """Seed centers from this batch's rows until there are ``num_centers`` (init_method)."""
