@@ -271,3 +271,17 @@ def test_randomized_mode_handles_large_sparse_feature_dim_without_densifying(tmp
     mean = np.zeros(50_000)
     mean[used] = compact.mean(axis=0)
     np.testing.assert_allclose(model.mean.ravel(), mean, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["regular", "randomized"])
+def test_a_large_mean_costs_no_precision(tmp_path, digits, mode):
+    shifted = digits + 1e6  # float64 records
+    channel = write_channel(str(tmp_path / "train"), shifted, parts=2, dtype=np.float64)
+    hp = {"num_components": "5", "algorithm_mode": mode}
+    _, model = train("pca", hp, channel, str(tmp_path / "model"), workers=2)
+    reference = sklearn_pca(digits, 5)  # the same spread around the mean
+    np.testing.assert_allclose(model.explained_variance, reference.explained_variance_,
+                               rtol=1e-5 if mode == "regular" else 0.01)
+    np.testing.assert_allclose(model.explained_variance_ratio, reference.explained_variance_ratio_,
+                               rtol=1e-5 if mode == "regular" else 0.01)
+    assert_same_axes(model.components, reference.components_, 1e-5 if mode == "regular" else 1e-3)

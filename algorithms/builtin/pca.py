@@ -7,12 +7,14 @@ components. Use it while d² fits in memory.
 
 ``randomized`` mode never forms a d×d matrix, for large ``feature_dim``. It is a randomized subspace
 iteration with Rayleigh-Ritz: ``ℓ = num_components + extra_components`` directions, one streamed pass
-per iteration, each pass accumulating ``Σ Xᵀ(X Q)`` (d×ℓ) plus ``Σx`` and ``n`` to center it, summed
-across workers. The first pass starts from a random Gaussian ``Ω`` (a fixed seed, so every worker draws
-the same one); each further pass refines the basis and yields Ritz values, and passes stop once the top
-``num_components`` of those change by less than ``RITZ_TOL`` (relative) or after ``MAX_PASSES``. A
-single sketch pass, as SageMaker's docs describe, is far from the true variances on data whose spectrum
-decays slowly (tens of percent on scikit-learn's digits), hence the refinement passes.
+per iteration, each pass accumulating ``Σ Xᵀ(X Q)`` (d×ℓ), ``Σx``, ``Σ‖x‖²`` and ``n``, summed across
+workers. The first pass starts from a random Gaussian ``Ω`` (a fixed seed, so every worker draws the
+same one) and yields the mean; later passes center each row on it (sparse rows stay sparse), refine the
+basis and yield Ritz values, and passes stop once the top ``num_components`` of those change by less
+than ``RITZ_TOL`` (relative) or after ``MAX_PASSES``. A single sketch pass, as SageMaker's docs
+describe, is far from the true variances on data whose spectrum decays slowly (tens of percent off on
+scikit-learn's digits), hence the refinement passes; ``extra_components`` still trades memory for speed
+of convergence.
 
 Both modes give results that do not depend on the mini-batch size, so rows are read in blocks of at
 least ``mini_batch_size`` and up to ~16 MiB of float64, which keeps decoding and BLAS calls efficient.
@@ -162,6 +164,7 @@ class PCA(Algorithm):
         self.backend: ArrayBackend = backend_for(env.device, env.reporter.log)
         self.basis: np.ndarray | None = None  # randomized mode: the d×ℓ directions of the current pass
         self._basis_dev: Any = None
+        self._shift_dev: Any = None  # randomized mode after the first pass: (mean, mean @ basis)
         self.passes = 0
 
     @classmethod
@@ -208,9 +211,16 @@ class PCA(Algorithm):
         if self._basis_dev is None:
             raise RuntimeError("randomized PCA: set the pass's basis before streaming (train() does)")
         projected = be.matmul(x, self._basis_dev)
+        sq_norms = be.row_sq_norms(x)
+        if self._shift_dev is None:
+            y = be.t_matmul(x, projected)
+        else:  # rows minus the mean, without densifying sparse rows: (x-μ)Q, then (x-μ)ᵀ((x-μ)Q)
+            mu, mu_q = self._shift_dev
+            projected = projected - mu_q[None, :]
+            y = be.t_matmul(x, projected) - mu[:, None] * projected.sum(0)[None, :]
+            sq_norms = sq_norms - 2.0 * be.matmul(x, mu[:, None])[:, 0] + (mu * mu).sum()
         return {"n": state["n"] + rows, "sum": state["sum"] + be.col_sums(x),
-                "sq_sum": state["sq_sum"] + float(be.to_numpy(be.row_sq_norms(x)).sum()),
-                "y": state["y"] + be.t_matmul(x, projected)}
+                "sq_sum": state["sq_sum"] + float(be.to_numpy(sq_norms).sum()), "y": state["y"] + y}
 
     def merge(self, states: list[State]) -> State:
         if self.mode == "regular":
@@ -263,9 +273,13 @@ class PCA(Algorithm):
         state = {key: self.backend.to_numpy(value) for key, value in state.items()}
         return self.merge(self.env.collectives.allgather_state(state))
 
-    def _set_basis(self, basis: np.ndarray) -> None:
+    def _set_basis(self, basis: np.ndarray, mean: np.ndarray | None = None) -> None:
+        """The directions of the next pass and, once known, the mean its rows are centered on."""
+        be = self.backend
         self.basis = basis
-        self._basis_dev = self.backend.asarray(basis, dtype=np.float64)
+        self._basis_dev = be.asarray(basis, dtype=np.float64)
+        self._shift_dev = None if mean is None else (be.asarray(mean, dtype=np.float64),
+                                                      be.asarray(mean @ basis, dtype=np.float64))
 
     def _train_randomized(self) -> State | None:
         collectives = self.env.collectives
@@ -273,20 +287,25 @@ class PCA(Algorithm):
         first = self._pass()
         n = float(first["n"][0])
         _check_records(n)
-        mean = first["sum"] / n
-        total = float(first["sq_sum"][0]) - (n * float(mean @ mean) if self.subtract_mean else 0.0)
+        # The first pass's product is uncentered (the mean was not known yet); later passes center each
+        # row on the mean, so a large mean costs no precision there.
+        mean = collectives.broadcast(first["sum"] / n if collectives.rank == 0 else None)
+        y = np.asarray(first["y"], dtype=np.float64)
+        if self.subtract_mean:
+            y = y - n * np.outer(mean, mean @ self.basis)
         previous = None
-        y = self._centered(first, mean, n)
         while True:
             decision = None
             if collectives.rank == 0:
                 decision = {"basis": np.linalg.qr(y)[0]}
-            self._set_basis(collectives.broadcast_state(decision)["basis"])
+            basis = collectives.broadcast_state(decision)["basis"]
+            self._set_basis(basis, mean if self.subtract_mean else None)
             merged = self._pass()
             if float(merged["n"][0]) != n:
                 raise ValueError(f"the train channel held {n:.0f} records in the first pass and "
                                  f"{float(merged['n'][0]):.0f} in pass {self.passes}; it must not change")
-            y = self._centered(merged, mean, n)
+            y = np.asarray(merged["y"], dtype=np.float64)
+            total = float(merged["sq_sum"][0])
             ritz = self.basis.T @ y
             values, vectors = np.linalg.eigh((ritz + ritz.T) / 2.0)
             order = np.argsort(values)[::-1]
@@ -307,13 +326,6 @@ class PCA(Algorithm):
             return None
         components = self.basis @ vectors[:, : self.num_components]
         return self._model(top, components, mean, n, total).to_arrays()
-
-    def _centered(self, state: State, mean: np.ndarray, n: float) -> np.ndarray:
-        """``Σ (x-μ)ᵀ (x-μ) Q`` from ``Σ xᵀ x Q`` (or the uncentered product when subtract_mean is false)."""
-        y = np.asarray(state["y"], dtype=np.float64)
-        if not self.subtract_mean:
-            return y
-        return y - n * np.outer(mean, mean @ self.basis)
 
     def _model(self, eigenvalues: np.ndarray, vectors: np.ndarray, mean: np.ndarray, n: float,
                total_variance: float) -> PCAModel:
