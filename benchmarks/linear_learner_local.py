@@ -32,13 +32,13 @@ from algorithms.training.run import run_builtin  # noqa: E402
 
 
 def make_data(rows: int, features: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian features; the label is a noisy linear threshold (about 1% of labels disagree with it)."""
+    """Gaussian features; the label is a noisy linear threshold (about 1.3% of labels disagree with it)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((rows, features), dtype=np.float32)
     w = rng.standard_normal(features)
     w /= np.linalg.norm(w)
     logit = x @ w.astype(np.float32) + 0.3
-    y = (logit + rng.normal(0.0, 0.02, rows) > 0).astype(np.float32)
+    y = (logit + rng.normal(0.0, 0.04, rows) > 0).astype(np.float32)
     return x, y
 
 

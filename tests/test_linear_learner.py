@@ -890,3 +890,26 @@ def test_loss_gradients_match_finite_differences():
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     probs[np.arange(5), :, labels] -= 1
     np.testing.assert_allclose(grad, probs, rtol=1e-10, atol=1e-12)
+
+
+def test_streaming_contract_pieces(tmp_path, cancer, cancer_reference):
+    """init -> update(batch)* -> merge -> finalize, driven by hand, also gives a working model."""
+    x_train, x_test, y_train, y_test = cancer
+    channel = ChannelInput.from_channel("train", write_channel(tmp_path / "train", x_train, y_train))
+    env = TrainingEnv(
+        {"predictor_type": "binary_classifier", "num_models": "4"},
+        {"train": channel},
+        str(tmp_path / "model"),
+    )
+    algo = LL(env)
+    state = algo.init()
+    assert state["W"].shape == (x_train.shape[1], 4)
+    for _ in range(15):
+        for batch in channel.batches(32):
+            state = algo.update(state, batch)
+    merged = algo.merge([state, state])  # identical workers average to themselves
+    np.testing.assert_allclose(merged["W"], state["W"], rtol=1e-6)
+    assert merged["rows"][0] == 2 * state["rows"][0]
+    model = algo.finalize(merged)
+    accuracy = skm.accuracy_score(y_test, predict(model, x_test)["predicted_label"])
+    assert accuracy >= cancer_reference[0] - 0.03

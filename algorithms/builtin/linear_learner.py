@@ -186,10 +186,11 @@ class LinearLearner(Algorithm):
                     "features for NaN or infinite values"
                 )
             train_loss = self._train_losses(merged)
+            scores, val_loss, edges = train_loss, None, np.full(ens.M, NATURAL_EDGE)
             if validation is not None:
-                scores, val_loss, edges = self._score_models(self._worker_batches(validation), ens.W, ens.b)
-            else:
-                scores, val_loss, edges = train_loss, None, np.full(ens.M, NATURAL_EDGE)
+                scored = self._score_models(self._worker_batches(validation), ens.W, ens.b, "validation")
+                if not np.isnan(scored[0]).all():  # an empty validation channel leaves the training loss
+                    scores, val_loss, edges = scored
             stop = tracker.observe(
                 scores,
                 train_loss if val_loss is None else val_loss,
@@ -197,7 +198,7 @@ class LinearLearner(Algorithm):
                 c.early_stopping_tolerance,
                 c.early_stopping_patience,
             )
-            self._report_epoch(epoch, tracker, scores, train_loss, val_loss)
+            self._report_epoch(epoch, scores, train_loss, val_loss)
             if stop:
                 env.reporter.log(
                     f"linear-learner: early stopping after epoch {epoch}: no relative improvement "
@@ -337,7 +338,7 @@ class LinearLearner(Algorithm):
             if i % world == rank:
                 yield batch
 
-    def _score_models(self, batches, W, b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _score_models(self, batches, W, b, channel: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every model's selection score (lower is better), mean loss and threshold edge on some batches,
         summed across workers."""
         c, ens, ops = self.config, self._require_ensemble(), self.ops
@@ -350,10 +351,10 @@ class LinearLearner(Algorithm):
         for batch in batches:
             if batch.feature_dim != c.feature_dim:
                 raise ValueError(
-                    f"a scoring channel holds records with {batch.feature_dim} features; "
+                    f"the {channel} channel holds records with {batch.feature_dim} features; "
                     f"feature_dim is {c.feature_dim}"
                 )
-            y = self._labels(batch, "validation")
+            y = self._labels(batch, channel)
             z = ens.margins(ops.features(batch.features), W, b)
             value, _ = ens.loss.value_grad(ops, ens.shaped(z), ens.labels(y), want_value=True)
             loss_sum += ops.to_numpy(value.reshape(len(y), ens.M).sum(0)).astype(np.float64)
@@ -392,7 +393,7 @@ class LinearLearner(Algorithm):
         if not have_validation and self.holdout is not None:
             self.holdout.compact(self._eval_rows())
             held_scores, held_losses, held_edges = self._score_models(
-                iter(self.holdout.batches), tracker.W, tracker.b
+                iter(self.holdout.batches), tracker.W, tracker.b, "train"
             )
             if not np.isnan(held_scores).all():
                 scores, losses, edges = held_scores, held_losses, held_edges
@@ -449,14 +450,13 @@ class LinearLearner(Algorithm):
     def _report_epoch(
         self,
         epoch: int,
-        tracker: _Tracker,
         scores: np.ndarray,
         train_loss: np.ndarray,
         val_loss: np.ndarray | None,
     ) -> None:
         reporter = self.env.reporter
-        finite = np.where(np.isfinite(scores), scores, np.inf)
-        m = int(np.argmin(finite))
+        losses = train_loss if val_loss is None else val_loss
+        m = int(np.lexsort((losses, np.where(np.isfinite(scores), scores, np.inf)))[0])
         reporter.metric("train:objective_loss", float(train_loss[m]), epoch=epoch)
         if val_loss is not None:
             reporter.metric("validation:objective_loss", float(val_loss[m]), epoch=epoch)
