@@ -330,6 +330,12 @@ def test_reported_binary_metrics_match_scikit_learn(tmp_path, cancer):
     epochs = [e for name, _, e in reporter.records if name == "validation:objective_loss" and e is not None]
     assert epochs == list(range(len(epochs))) and epochs
     assert [e for name, _, e in reporter.records if name == "train:objective_loss"] == epochs
+    per_epoch = [
+        v
+        for name, v, e in reporter.records
+        if name == "validation:binary_classification_accuracy" and e is not None
+    ]
+    assert len(per_epoch) == len(epochs) and all(0.5 < v <= 1 for v in per_epoch)
     for prefix, x, y in (("validation", x_val, y_val), ("test", x_test, y_test)):
         out = predict(model, x)
         label, score = out["predicted_label"], out["score"]
@@ -355,9 +361,14 @@ def test_reported_multiclass_metrics_match_scikit_learn(tmp_path):
             "epochs": 3,
             "accuracy_top_k": 2,
         },
-        write_channel(tmp_path / "train", x_train, y_train),
+        train := write_channel(tmp_path / "train", x_train, y_train),
+        validation=train,
         test=write_channel(tmp_path / "test", x_test, y_test, shards=1),
     )
+    per_epoch = [
+        e for name, _, e in reporter.records if name == "validation:multiclass_accuracy" and e is not None
+    ]
+    assert per_epoch == [0, 1, 2]
     out = predict(model, x_test)
     m = reporter.final_metrics
     precision, recall, f1, _ = skm.precision_recall_fscore_support(
@@ -392,6 +403,20 @@ def test_reported_regression_metrics_match_scikit_learn(tmp_path):
     assert m["validation:rmse"] == pytest.approx(math.sqrt(skm.mean_squared_error(y_test, score)), rel=1e-4)
     assert m["validation:absolute_loss"] == pytest.approx(skm.mean_absolute_error(y_test, score), rel=1e-4)
     assert m["validation:objective_loss"] == pytest.approx(m["validation:mse"], rel=1e-9)
+    per_epoch = {
+        (name, e): v for name, v, e in reporter.records if e is not None and name.startswith("validation:")
+    }
+    assert {name for name, _ in per_epoch} == {
+        "validation:objective_loss",
+        "validation:mse",
+        "validation:rmse",
+    }
+    for (name, e), v in per_epoch.items():
+        if name == "validation:rmse":
+            assert v == pytest.approx(math.sqrt(per_epoch[("validation:mse", e)]))
+            assert per_epoch[("validation:mse", e)] == pytest.approx(
+                per_epoch[("validation:objective_loss", e)], rel=1e-4
+            )
 
 
 # ------------------------------------------------------------------------ selection and calibration
@@ -849,24 +874,35 @@ def test_held_out_rows_are_the_same_every_epoch():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
-@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
-def test_torch_backend_matches_numpy(tmp_path, monkeypatch, sparse):
-    x_train, _, y_train, _ = split(load_breast_cancer)
-    x = sp.csr_matrix(x_train) if sparse else x_train
+@pytest.mark.parametrize(
+    "case",
+    ["binary-dense", "binary-sparse", "multiclass", "regressor"],
+)
+def test_torch_backend_matches_numpy(tmp_path, monkeypatch, case):
+    if case.startswith("binary"):
+        x_train, _, y_train, _ = split(load_breast_cancer)
+        hp = {"predictor_type": "binary_classifier", "l1": 1e-4}
+    elif case == "multiclass":
+        x_train, _, y_train, _ = split(load_wine)
+        hp = {
+            "predictor_type": "multiclass_classifier",
+            "num_classes": 3,
+            "balance_multiclass_weights": "true",
+        }
+    else:
+        x_train, _, y_train, _ = split(load_diabetes, stratify=False)
+        hp = {"predictor_type": "regressor", "loss": "huber_loss", "huber_delta": 20}
+    x = sp.csr_matrix(x_train) if case == "binary-sparse" else x_train
     train = write_channel(tmp_path / "train", x, y_train)
-    hp = {
-        "predictor_type": "binary_classifier",
-        "mini_batch_size": 32,
-        "epochs": 3,
-        "num_models": 8,
-        "l1": 1e-4,
-    }
+    hp = {**hp, "mini_batch_size": 32, "epochs": 3, "num_models": 8}
     monkeypatch.setenv(_linear_ops.BACKEND_VARIABLE, "numpy")
-    reference, _ = fit(tmp_path, hp, train, name="numpy")
+    reference, ref_reporter = fit(tmp_path, hp, train, validation=train, name="numpy")
     monkeypatch.setenv(_linear_ops.BACKEND_VARIABLE, "torch")
-    torched, _ = fit(tmp_path, hp, train, name="torch")
+    torched, reporter = fit(tmp_path, hp, train, validation=train, name="torch")
     scale = np.abs(reference.coefficients).max()
     np.testing.assert_allclose(torched.coefficients, reference.coefficients, atol=1e-4 * scale)
+    for name, value in ref_reporter.final_metrics.items():
+        assert reporter.final_metrics[name] == pytest.approx(value, rel=1e-3, abs=1e-4), name
 
 
 def test_loss_gradients_match_finite_differences():

@@ -163,6 +163,9 @@ class NumpyOps:
     def rowsum(self, a):
         return a.sum(axis=-1, keepdims=True)
 
+    def argmax_last(self, a):
+        return a.argmax(axis=-1)
+
     def isfinite_columns(self, a) -> np.ndarray:
         """Per column of a 2-D array: are all its values finite (numpy bool array)."""
         return np.isfinite(a).all(axis=0)
@@ -327,6 +330,9 @@ class TorchOps:
 
     def rowsum(self, a):
         return a.sum(dim=-1, keepdim=True)
+
+    def argmax_last(self, a):
+        return a.argmax(dim=-1)
 
     def isfinite_columns(self, a) -> np.ndarray:
         return self.to_numpy(self.torch.isfinite(a).all(dim=0))

@@ -66,6 +66,7 @@ _HASH = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing of row positions
 _EVAL_LOGITS = 1 << 21  # rows * models * classes per scoring batch
 _READ_BYTES = 16 << 20  # dense feature bytes decoded at once
 _READ_BATCHES = 64
+_CRITERION_METRICS = {"accuracy": "binary_classification_accuracy", "f_beta": "binary_f_beta"}
 
 
 @register
@@ -101,6 +102,7 @@ class LinearLearner(Algorithm):
         self.holdout: _Holdout | None = None
         self._replay: _Replay | None = None
         self._scored_rows = 0
+        self._epoch_metrics: dict[str, np.ndarray] = {}
 
     def batch_size(self) -> int:
         return self.config.mini_batch_size
@@ -347,6 +349,7 @@ class LinearLearner(Algorithm):
         hist = MarginHistogram(ens.M) if threshold_criterion else None
         calibration_left = math.ceil(c.num_calibration_samples / self.collectives.world_size)
         loss_sum = np.zeros(ens.M)
+        extra_sum = np.zeros(ens.M)  # regression: squared errors; multiclass: correct predictions
         rows = 0
         for batch in batches:
             if batch.feature_dim != c.feature_dim:
@@ -356,14 +359,21 @@ class LinearLearner(Algorithm):
                 )
             y = self._labels(batch, channel)
             z = ens.margins(ops.features(batch.features), W, b)
-            value, _ = ens.loss.value_grad(ops, ens.shaped(z), ens.labels(y), want_value=True)
+            labels = ens.labels(y)
+            value, _ = ens.loss.value_grad(ops, ens.shaped(z), labels, want_value=True)
             loss_sum += ops.to_numpy(value.reshape(len(y), ens.M).sum(0)).astype(np.float64)
+            if c.predictor_type == "regressor":
+                r = z - labels
+                extra_sum += ops.to_numpy((r * r).sum(0)).astype(np.float64)
+            elif c.predictor_type == "multiclass_classifier":
+                hit = ops.argmax_last(ens.shaped(z)) == labels.reshape(-1, 1)
+                extra_sum += ops.to_numpy(hit.sum(0)).astype(np.float64)
             rows += len(y)
             if hist is not None and calibration_left > 0:
                 take = min(calibration_left, len(y))
                 hist.add(ops.to_numpy(z[:take]).astype(np.float64), y[:take])
                 calibration_left -= take
-        mine = {"loss_sum": loss_sum, "rows": np.array([float(rows)])}
+        mine = {"loss_sum": loss_sum, "extra_sum": extra_sum, "rows": np.array([float(rows)])}
         if hist is not None:
             mine["hist"] = hist.counts
         states = self.collectives.allgather_state(mine)
@@ -380,6 +390,15 @@ class LinearLearner(Algorithm):
             )
             best, edges = best_edges(values)
             scores = np.where(np.isfinite(losses), -best, np.inf)
+        extra = np.sum([s["extra_sum"] for s in states], axis=0) / max(total_rows, 1.0)
+        self._epoch_metrics = {}
+        if c.predictor_type == "regressor":
+            mse = extra * ens.label_scale**2
+            self._epoch_metrics = {"mse": mse, "rmse": np.sqrt(mse)}
+        elif c.predictor_type == "multiclass_classifier":
+            self._epoch_metrics = {"multiclass_accuracy": extra}
+        elif c.selection_criteria in _CRITERION_METRICS:
+            self._epoch_metrics = {_CRITERION_METRICS[c.selection_criteria]: -scores}
         if total_rows == 0:
             scores = np.full(ens.M, np.nan)
         self._scored_rows = int(total_rows)
@@ -460,6 +479,8 @@ class LinearLearner(Algorithm):
         reporter.metric("train:objective_loss", float(train_loss[m]), epoch=epoch)
         if val_loss is not None:
             reporter.metric("validation:objective_loss", float(val_loss[m]), epoch=epoch)
+            for name, values in self._epoch_metrics.items():
+                reporter.metric(f"validation:{name}", float(values[m]), epoch=epoch)
         criterion = "objective_loss" if val_loss is None else self._criterion_name()
         value = float(scores[m]) if criterion == "objective_loss" else float(-scores[m])
         reporter.log(
