@@ -18,6 +18,8 @@ from ..training.collectives import Collectives
 from ..training.env import ChannelInput
 from ._linear_params import LinearConfig
 
+_READ_BYTES = 16 << 20  # dense feature bytes decoded at once
+
 
 @dataclass(frozen=True)
 class Scaler:
@@ -63,7 +65,8 @@ def sample_sums(channel: ChannelInput, config: LinearConfig, world_size: int) ->
     if config.predictor_type == "multiclass_classifier":
         sums["class_counts"] = np.zeros(config.num_classes)
     rows = 0
-    batches = channel.batches(min(config.mini_batch_size, want) if want else 1)
+    read_rows = max(1, min(want, _READ_BYTES // (4 * max(1, d))))  # bounded, and few decoder calls
+    batches = channel.batches(read_rows)
     try:
         for batch in batches:
             if rows >= want:
