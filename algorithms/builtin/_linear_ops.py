@@ -144,7 +144,6 @@ class NumpyOps:
     log = staticmethod(np.log)
     abs = staticmethod(np.abs)
     sign = staticmethod(np.sign)
-    sqrt = staticmethod(np.sqrt)
     where = staticmethod(np.where)
 
     def relu(self, a):
@@ -152,9 +151,6 @@ class NumpyOps:
 
     def clip(self, a, low, high):
         return np.clip(a, low, high)
-
-    def maximum(self, a, b):
-        return np.maximum(a, b)
 
     def rowmax(self, a):
         """Max over the last axis, kept as a length-1 axis."""
@@ -178,9 +174,6 @@ class NumpyOps:
         """``a[i, :, index[i]] += value`` in place."""
         rows = np.arange(a.shape[0])
         a[rows, :, index] += value
-
-    def scalar(self, a) -> float:
-        return float(a)
 
 
 class TorchOps:
@@ -304,9 +297,6 @@ class TorchOps:
     def sign(self, a):
         return self.torch.sign(a)
 
-    def sqrt(self, a):
-        return self.torch.sqrt(a)
-
     def where(self, cond, a, b):
         t = self.torch
         a = a if isinstance(a, t.Tensor) else t.tensor(a, dtype=self.dtype, device=self.device)
@@ -318,12 +308,6 @@ class TorchOps:
 
     def clip(self, a, low, high):
         return self.torch.clamp(a, low, high)
-
-    def maximum(self, a, b):
-        t = self.torch
-        if not isinstance(b, t.Tensor):
-            return t.clamp(a, min=b)
-        return t.maximum(a, b)
 
     def rowmax(self, a):
         return a.max(dim=-1, keepdim=True).values
@@ -344,9 +328,6 @@ class TorchOps:
     def add_at_last(self, a, index, value: float) -> None:
         idx = index.reshape(-1, 1, 1).expand(a.shape[0], a.shape[1], 1)
         a.scatter_add_(2, idx, self.torch.full(idx.shape, float(value), dtype=a.dtype, device=a.device))
-
-    def scalar(self, a) -> float:
-        return float(a.item()) if isinstance(a, self.torch.Tensor) else float(a)
 
 
 Ops = Any  # NumpyOps | TorchOps
