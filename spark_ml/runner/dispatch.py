@@ -20,6 +20,7 @@ from ..home import default_model_store
 from . import capacity
 from .monitor import JobMonitor, record
 from .plan import plan_channel
+from .sessions import job_tags
 from .spec import BUILTIN, ScriptPlan, WorkerSpec
 from .worker import FAILED, OK, PEER_FAILED, RESULT_DDL, make_task
 
@@ -129,14 +130,16 @@ def _run_stage(spark, cap, spec: WorkerSpec, monitor: JobMonitor | None, name: s
     stage = frame.mapInArrow(make_task(spec), RESULT_DDL, barrier=True, profile=profile)
     box: dict = {}
 
+    tags = job_tags(spark)
+
     def collect() -> None:
-        spark.addTag(tag)  # tags are per thread: this one runs the job
+        tags.add(tag)  # tags are per thread: this one runs the job
         try:
             box["rows"] = [row.asDict() for row in stage.collect()]
         except BaseException as exc:  # noqa: BLE001 - handed to the driver thread
             box["error"] = exc
         finally:
-            spark.removeTag(tag)
+            tags.remove(tag)
 
     thread = threading.Thread(target=collect, name=f"{tag}-collect", daemon=True)
     thread.start()
@@ -147,7 +150,7 @@ def _run_stage(spark, cap, spec: WorkerSpec, monitor: JobMonitor | None, name: s
             monitor.drain()
         if not stopping and jobs.stop_requested(name):
             stopping = True
-            spark.interruptTag(tag)
+            tags.cancel(tag)
     if stopping:
         raise TrainingJobStopped(name)
     if "error" in box:

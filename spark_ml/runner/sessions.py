@@ -26,3 +26,37 @@ def driver_host_for_workers(spark, cap) -> str | None:
         return socket.gethostbyname(host)
     except OSError:
         return None
+
+
+class _ConnectTags:
+    """Spark Connect: session operation tags (``interruptTag`` cancels the tagged operations)."""
+
+    def __init__(self, spark):
+        self.spark = spark
+
+    def add(self, tag: str) -> None:
+        self.spark.addTag(tag)
+
+    def remove(self, tag: str) -> None:
+        self.spark.removeTag(tag)
+
+    def cancel(self, tag: str) -> None:
+        self.spark.interruptTag(tag)
+
+
+class _ClassicTags(_ConnectTags):
+    """Classic sessions: SparkContext job tags, which cancel the jobs of a running action reliably."""
+
+    def add(self, tag: str) -> None:
+        self.spark.sparkContext.addJobTag(tag)
+
+    def remove(self, tag: str) -> None:
+        self.spark.sparkContext.removeJobTag(tag)
+
+    def cancel(self, tag: str) -> None:
+        self.spark.sparkContext.cancelJobsWithTag(tag)
+
+
+def job_tags(spark):
+    """How to tag and cancel the runner's Spark job in this kind of session."""
+    return _ConnectTags(spark) if is_connect(spark) else _ClassicTags(spark)
