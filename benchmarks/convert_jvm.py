@@ -4,7 +4,8 @@
 
 Builds the Scala jar if needed (scala/build.sh), starts local[2] with it, caches rows x dim dense vectors
 (plus a double label), and times each writer a few times into a scratch folder; prints rows/s,
-values/s/core and the ratio of the best times. Speed lives here, not in the tests.
+values/s/core and the ratio of the best times, then times reading both back. Speed lives here, not in
+the tests.
 """
 
 from __future__ import annotations
@@ -40,6 +41,20 @@ def timed(fn, repeats: int) -> list[float]:
 
 def folder_bytes(path: str) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def sink(df) -> None:
+    df.write.format("noop").mode("overwrite").save()
+
+
+def report(what: str, times: dict[str, list[float]], total_values: int, rows: int,
+           paths: dict[str, str]) -> None:
+    print(f" {what}:")
+    for name, runs in times.items():
+        best = min(runs)
+        size = f"{folder_bytes(paths[name]) / 2**20:8.1f} MiB" if name in paths else ""
+        print(f"  {name:34s} best {best:6.2f}s  (runs {', '.join(f'{t:.2f}' for t in runs)})  "
+              f"{rows / best:12,.0f} rows/s  {total_values / best / CORES:14,.0f} values/s/core  {size}")
 
 
 def main() -> None:
@@ -85,14 +100,19 @@ def main() -> None:
         total_values = args.rows * args.dim
         print(f"{args.rows:,} rows x {args.dim} dense values + label, local[{CORES}], cached; "
               f"best of {args.repeats}")
-        paths = {"parquet (Spark)": pq_path, f"recordio-protobuf (JVM, {args.dtype})": rec_path}
-        for name, runs in times.items():
-            best = min(runs)
-            size = f"{folder_bytes(paths[name]) / 2**20:8.1f} MiB" if name in paths else ""
-            print(f"  {name:34s} best {best:6.2f}s  (runs {', '.join(f'{t:.2f}' for t in runs)})  "
-                  f"{args.rows / best:12,.0f} rows/s  {total_values / best / CORES:14,.0f} values/s/core  "
-                  f"{size}")
+        report("write", times, total_values, args.rows,
+               {"parquet (Spark)": pq_path, f"recordio-protobuf (JVM, {args.dtype})": rec_path})
         print(f"  speed-up of recordio-protobuf over parquet: {min(parquet) / min(recordio):.2f}x")
+
+        readers = {
+            "parquet (Spark)": lambda: sink(spark.read.parquet(pq_path)),
+            "recordio-protobuf (JVM)": lambda: sink(spark.read.format("recordio-protobuf").load(rec_path)),
+        }
+        read_times = {name: [] for name in readers}
+        for _ in range(args.repeats):
+            for name, read in readers.items():
+                read_times[name] += timed(read, 1)
+        report("read (into a noop sink)", read_times, total_values, args.rows, {})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         spark.stop()

@@ -386,11 +386,12 @@ def test_reads_mixed_records_and_any_valid_protobuf_layout(jvm, tmp_path):
     unusual = make_record(np.array([7, -2, 0, 1, 4], np.int32), None, uid="u-1", metadata='{"m": 1}')
     keys_unsorted = make_record(np.array([3.0, 4.0], np.float32), None, keys=[4, 1], shape=[5])
     data += frame(unusual.SerializeToString()) + frame(keys_unsorted.SerializeToString())
+    data += frame(unpacked_record([0.5, -1.25, 8.0, 0.0, 3.0]))
     (tmp_path / "part-0.pbr").write_bytes(data)
 
     rows = jvm(_in_jvm_read, [str(tmp_path / "part-0.pbr")])["rows"]
     kinds = [r["features"][0] for r in rows]
-    assert kinds == ["dense"] * 3 + ["sparse"] * 3 + ["dense"] * 3 + ["dense", "sparse"]
+    assert kinds == ["dense"] * 3 + ["sparse"] * 3 + ["dense"] * 3 + ["dense", "sparse", "dense"]
     np.testing.assert_array_equal([r["features"][1] for r in rows[:3]], dense.astype(np.float32))
     assert rows[3]["features"] == ("sparse", 5, [2], [1.5])
     assert rows[4]["features"] == ("sparse", 5, [], [])
@@ -398,6 +399,21 @@ def test_reads_mixed_records_and_any_valid_protobuf_layout(jvm, tmp_path):
     np.testing.assert_array_equal([r["features"][1] for r in rows[6:9]], dense)
     assert rows[9]["features"] == ("dense", [7.0, -2.0, 0.0, 1.0, 4.0])
     assert rows[10]["features"] == ("sparse", 5, [1, 4], [4.0, 3.0])
+    assert rows[11]["features"] == ("dense", [0.5, -1.25, 8.0, 0.0, 3.0])
+
+
+def unpacked_record(values: list[float]) -> bytes:
+    """A Record whose float32 values are written unpacked (one tagged field each), as proto2 allows."""
+    def field(tag: int, body: bytes) -> bytes:
+        assert len(body) < 128
+        return bytes([tag, len(body)]) + body
+
+    tensor = b"".join(b"\x0d" + struct.pack("<f", v) for v in values)  # field 1, wire type 5
+    entry = field(0x0A, b"values") + field(0x12, field(0x12, tensor))
+    payload = field(0x0A, entry)
+    parsed = Record.FromString(payload)  # the protobuf runtime agrees the bytes are a valid Record
+    assert list(parsed.features["values"].float32_tensor.values) == values
+    return payload
 
 
 def test_label_first_field_order_is_read(jvm, tmp_path):
@@ -453,12 +469,18 @@ def test_read_errors_name_the_file_and_offset_like_python(jvm, tmp_path):
         assert f"file:{path}" in str(jvm_error.value)
 
 
-def test_sparse_matrix_records_are_rejected_like_python(jvm, tmp_path):
+def test_matrix_records_and_differing_lengths_are_rejected(jvm, tmp_path):
     record = make_record(np.array([1.0], np.float32), None, keys=[3], shape=[2, 2])
     (tmp_path / "m.pbr").write_bytes(frame(record.SerializeToString()))
     expected = r"record 0 \(byte offset 0\) is sparse with shape \[2, 2\]; a vector needs a 1-D shape"
     with pytest.raises(JVMError, match=expected):
         jvm(_in_jvm_read, [str(tmp_path / "m.pbr")])
+
+    five = tensor_codec.encode_dense(np.ones((2, 5), np.float32))
+    (tmp_path / "short.pbr").write_bytes(five + tensor_codec.encode_dense(np.ones((1, 3))))
+    expected = rf"short.pbr: record 2 \(byte offset {len(five)}\) has 3 values but the channel's records have"
+    with pytest.raises(JVMError, match=expected + " 5"):
+        jvm(_in_jvm_read, [str(tmp_path / "short.pbr")])
 
 
 # ------------------------------------------------------------------------------------ modes and bad input

@@ -144,7 +144,8 @@ final class OutputBlock(initialCapacity: Int) {
 }
 
 object OutputBlock {
-  val NativeLittleEndian: Boolean = ByteOrder.nativeOrder() == ByteOrder.LITTLE_ENDIAN
+  /** Unsafe reads and writes at any byte offset give little-endian values on this machine. */
+  val NativeLittleEndian: Boolean = ByteOrder.nativeOrder() == ByteOrder.LITTLE_ENDIAN && Platform.unaligned()
   private val ValuesKey: Array[Byte] = Array[Byte](0x0A, 0x06) ++ "values".getBytes("US-ASCII")
 
   private def wrap(b: Array[Byte]): ByteBuffer = ByteBuffer.wrap(b).order(ByteOrder.LITTLE_ENDIAN)
