@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup test demo lint proto bench clean
+.PHONY: setup test demo lint proto bench scala clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[test,dev]"
 	@touch $@
 
-test: setup
+test: setup scala
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: setup
@@ -31,8 +31,13 @@ lint: setup
 proto: setup
 	$(BIN)/python tools/gen_proto_descriptor.py
 
+# The Scala jar (scala/target/spark-ml-scala_2.13-<version>.jar), compiled with the Scala compiler inside
+# pyspark's jars; rebuilt only when scala/ sources changed.
+scala: setup
+	@VENV_PYTHON=$(abspath $(BIN)/python) bash scala/build.sh
+
 bench: setup
 	$(BIN)/python benchmarks/convert.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info scala/target
