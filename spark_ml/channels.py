@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
-import weakref
-
 from pyspark.sql import DataFrame, SparkSession
 
 from algorithms.channel import DISTRIBUTIONS, SHARDED_BY_KEY, Channel
 
 from .datasource import SHORT_NAME, ChannelWriteError, RecordIOProtobufDataSource
 
-_registered: weakref.WeakSet = weakref.WeakSet()
-_registered_ids: set[int] = set()
+_sessions: dict[int, str] = {}  # id(session) -> "python" | "jvm": which source answers format("recordio-protobuf")
 
 
-def register(spark: SparkSession) -> None:
-    """Make ``format("recordio-protobuf")`` available in this session (classic or Spark Connect)."""
+def register(spark: SparkSession) -> str:
+    """Make ``format("recordio-protobuf")`` available in this session (classic or Spark Connect).
+
+    When the spark-ml Scala jar is on the classpath its JVM data source already owns the name (and is much
+    faster); the Python one registers only when it is absent. Returns which one answers: "jvm" or "python".
+    """
     key = id(spark)
-    try:
-        if spark in _registered:
-            return
-    except TypeError:  # objects that cannot be weakly referenced
-        if key in _registered_ids:
-            return
-    spark.dataSource.register(RecordIOProtobufDataSource)
-    try:
-        _registered.add(spark)
-    except TypeError:
-        _registered_ids.add(key)
+    if key not in _sessions:
+        try:
+            spark.dataSource.register(RecordIOProtobufDataSource)
+            _sessions[key] = "python"
+        except Exception as exc:  # noqa: BLE001 - only the name clash is expected
+            if "DATA_SOURCE_ALREADY_EXISTS" not in str(exc):
+                raise
+            _sessions[key] = "jvm"
+    return _sessions[key]
 
 
 def to_channel(df: DataFrame, path: str, featuresCol: str = "features", labelCol: str | None = None, *,
@@ -46,7 +45,7 @@ def to_channel(df: DataFrame, path: str, featuresCol: str = "features", labelCol
         raise ValueError(f"mode must be 'overwrite' or 'append', got {mode!r}")
     if vectorLayout not in ("auto", "dense", "sparse"):
         raise ValueError(f"vectorLayout must be auto, dense or sparse, got {vectorLayout!r}")
-    register(df.sparkSession)
+    source = register(df.sparkSession)
     if featuresCol not in df.columns:
         raise ValueError(f"featuresCol {featuresCol!r} is not a column (columns: {', '.join(df.columns)})")
     if labelCol is None and "label" in df.columns and featuresCol != "label":
@@ -54,7 +53,9 @@ def to_channel(df: DataFrame, path: str, featuresCol: str = "features", labelCol
     if labelCol is not None and labelCol not in df.columns:
         raise ValueError(f"labelCol {labelCol!r} is not a column (columns: {', '.join(df.columns)})")
     columns = [featuresCol] + ([labelCol] if labelCol else [])
-    projected = _project_features(df.select(*columns), featuresCol, vectorLayout, dtype)
+    projected = df.select(*columns)
+    if source == "python":  # the JVM writer reads vectors natively
+        projected = _project_features(projected, featuresCol, vectorLayout, dtype)
     writer = projected.write.format(SHORT_NAME).mode(mode).option("featuresCol", featuresCol).option("dtype", dtype)
     writer = writer.option("allowNonFinite", str(bool(allowNonFinite)).lower())
     if labelCol:

@@ -2,10 +2,20 @@
 
 from .base import SageMakerEstimator, SageMakerModel
 from .builtin import (
+    PCA,
     FactorizationMachinesBinaryClassifier,
     FactorizationMachinesBinaryClassifierModel,
     FactorizationMachinesRegressor,
     FactorizationMachinesRegressorModel,
+    KMeans,
+    KMeansModel,
+    LinearLearnerBinaryClassifier,
+    LinearLearnerBinaryClassifierModel,
+    LinearLearnerMultiClassClassifier,
+    LinearLearnerMultiClassClassifierModel,
+    LinearLearnerRegressor,
+    LinearLearnerRegressorModel,
+    PCAModel,
 )
 from .script import AlgorithmEstimator, ScriptEstimator, UserCodeModel
 
@@ -15,6 +25,16 @@ __all__ = [
     "FactorizationMachinesBinaryClassifierModel",
     "FactorizationMachinesRegressor",
     "FactorizationMachinesRegressorModel",
+    "KMeans",
+    "KMeansModel",
+    "LinearLearnerBinaryClassifier",
+    "LinearLearnerBinaryClassifierModel",
+    "LinearLearnerMultiClassClassifier",
+    "LinearLearnerMultiClassClassifierModel",
+    "LinearLearnerRegressor",
+    "LinearLearnerRegressorModel",
+    "PCA",
+    "PCAModel",
     "SageMakerEstimator",
     "SageMakerModel",
     "ScriptEstimator",

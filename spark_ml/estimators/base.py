@@ -52,6 +52,8 @@ class SageMakerEstimator(Estimator, CommonParams, MLWritable, MLReadable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
+        defaults = {name: hp.default for name, (_, hp) in self._hp_params.items() if hp.default is not None}
+        self._setDefault(**defaults)  # shown by explainParams; only explicitly set values are sent
         self.setParams(**kwargs)
 
     def setParams(self, **kwargs: Any) -> SageMakerEstimator:
@@ -70,7 +72,7 @@ class SageMakerEstimator(Estimator, CommonParams, MLWritable, MLReadable):
         """The SageMaker hyperparameters this estimator sends (strings), validated; fails naming the Param."""
         spec = self.spec()
         raw: dict[str, Any] = dict(self._fixed)
-        for name, (param, hp) in self._hp_params.items():
+        for _name, (param, hp) in self._hp_params.items():
             if self.isSet(param):
                 raw[hp.name] = self.getOrDefault(param)
         try:

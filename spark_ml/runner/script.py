@@ -9,6 +9,7 @@ output lines stream to the driver, and its exit status decides success.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import io
 import json
@@ -179,10 +180,8 @@ def _run(command: list[str], cwd: str, child_env: dict[str, str], env: TrainingE
             for name, pattern in patterns:
                 match = pattern.search(line)
                 if match:
-                    try:
+                    with contextlib.suppress(IndexError, ValueError):
                         env.reporter.metric(name, float(match.group(1)))
-                    except (IndexError, ValueError):
-                        pass
 
     readers = [threading.Thread(target=pump, args=(proc.stdout, False), daemon=True),
                threading.Thread(target=pump, args=(proc.stderr, True), daemon=True)]
