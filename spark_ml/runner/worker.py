@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -98,10 +99,8 @@ def run_worker(spec: WorkerSpec, context) -> dict:
         result.update(status=PEER_FAILED, reason=str(exc))
     except BaseException as exc:  # noqa: BLE001 - every failure becomes this worker's reported reason
         reason = _first_line(exc)
-        try:
+        with contextlib.suppress(Exception):  # the others may be gone already
             collectives.fail(reason)
-        except Exception:  # noqa: BLE001 - the others may be gone already
-            pass
         result.update(status=FAILED, reason=reason, detail=traceback.format_exc()[-8000:])
     finally:
         result["events"] = json.dumps(reporter.close())
