@@ -33,7 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--token", help="bearer token clients must send; 'generate' makes one (required off loopback)")
-    p.add_argument("--router-workers", type=int, default=2)
+    p.add_argument("--router-workers", type=int, help="router processes (default: half the CPUs, 1-4)")
     p.add_argument("--max-payload-mb", type=float, default=6.0)
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request before a 504")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment of the instances")

@@ -51,6 +51,18 @@ def test_every_request_format_decodes_to_the_same_rows():
         np.testing.assert_array_equal(batch.dense(np.float32), X, err_msg=ctype)
 
 
+def test_large_bodies_take_the_bulk_paths_and_still_name_the_bad_row():
+    big = RNG.normal(size=(1000, 4)).astype(np.float32)
+    csv = "\n".join(",".join(repr(float(v)) for v in row) for row in big)  # > 8 KiB, no final newline
+    np.testing.assert_array_equal(decode(csv, "text/csv").features, big)
+    lines = csv.split("\n")
+    lines[699] = lines[699].replace(",", ",oops", 1)
+    assert "CSV row 700, column 2: cannot parse 'oops" in rejects("\n".join(lines), "text/csv").message
+    # labelled records (not the common inference shape) go through the general decoder
+    labelled = tensor_codec.encode_dense(big, np.arange(1000, dtype=np.float32))
+    np.testing.assert_array_equal(decode(labelled, "application/x-recordio-protobuf").features, big)
+
+
 def test_sparse_requests_become_csr():
     body = {"instances": [{"data": {"features": {"keys": [0, 3], "shape": [4], "values": [1.5, -2]}}},
                           {"features": [0, 1, 0, 0]}]}
@@ -218,6 +230,19 @@ def test_protobuf_response_edge_cases():
     decoded = decode_outputs(b"".join(records))
     np.testing.assert_array_equal(decoded["zeta"], [0, 1])
     np.testing.assert_array_equal(decoded["alpha"], [[1, 2], [1, 3]])
+
+
+def test_json_records_match_per_row_serialization():
+    from algorithms.serving.encoders import json_records
+
+    columns = [("s", RNG.normal(size=5).astype(np.float32)), ("l", np.arange(5, dtype=np.int32)),
+               ("v", RNG.normal(size=(5, 3)).astype(np.float32)), ("e", np.zeros((5, 0), np.float32)),
+               ("100%", np.ones(5, np.float64))]
+    rows = json_records(columns, 5)
+    for i, row in enumerate(rows):
+        assert orjson.loads(row) == {"s": pytest.approx(float(columns[0][1][i])), "l": i,
+                                     "v": pytest.approx(columns[2][1][i].tolist()), "e": [], "100%": 1.0}
+        assert row == orjson.dumps({name: a[i] for name, a in columns}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def test_orjson_keeps_float32_short():

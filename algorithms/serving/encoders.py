@@ -48,12 +48,36 @@ def encode_response(outputs: dict[str, np.ndarray], declared: Sequence[Output], 
         return encode_outputs(dict(columns)) if num_rows else b""
     if accept == CSV:
         return _csv(columns, num_rows)
-    records = per_record(columns, num_rows)
+    if accept not in (JSON, JSONLINES):
+        raise ValueError(f"no encoder for {accept}")
+    rows = json_records(columns, num_rows)
     if accept == JSONLINES:
-        return b"".join(orjson.dumps(r, option=_NUMPY | orjson.OPT_APPEND_NEWLINE) for r in records)
-    if accept == JSON:
-        return orjson.dumps({envelope: records}, option=_NUMPY)
-    raise ValueError(f"no encoder for {accept}")
+        return b"\n".join(rows) + b"\n" if rows else b""
+    return b'{"' + envelope.encode() + b'":[' + b",".join(rows) + b"]}"
+
+
+def json_records(columns: list[tuple[str, np.ndarray]], n: int) -> list[bytes]:
+    """One JSON object per row, built from whole-column serializations (orjson prints each column once;
+    the per-row work is one bytes format). Float32 values print at float32 precision."""
+    if not n:
+        return []
+    if not columns:
+        return [b"{}"] * n
+    tokens, keys = [], []
+    for name, array in columns:
+        array = np.ascontiguousarray(array)
+        if array.dtype.kind not in "fiub":
+            return [orjson.dumps(r, option=_NUMPY) for r in per_record(columns, n)]
+        text = orjson.dumps(array, option=_NUMPY)
+        if array.ndim == 1:
+            tokens.append(text[1:-1].split(b","))
+        elif array.shape[1]:
+            tokens.append([b"[" + t + b"]" for t in text[2:-2].split(b"],[")])
+        else:
+            tokens.append([b"[]"] * n)
+        keys.append(orjson.dumps(name).replace(b"%", b"%%"))
+    template = b"{" + b",".join(k + b":%b" for k in keys) + b"}"
+    return [template % values for values in zip(*tokens, strict=True)]
 
 
 def _csv(columns: list[tuple[str, np.ndarray]], n: int) -> bytes:

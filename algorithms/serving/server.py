@@ -79,7 +79,7 @@ def write_json_atomic(path: str, doc: dict) -> None:
     os.replace(tmp, path)
 
 
-def _loop_factory():
+def loop_factory():
     try:
         import uvloop
 
@@ -123,7 +123,7 @@ def run_asgi(app, sock: socket.socket, ready_file: str | None = None, parent_pid
             for task in helpers:
                 task.cancel()
 
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(main())
 
 

@@ -66,6 +66,7 @@ class EndpointDescription:
     created_at: float
     updated_at: float
     supervisor_pid: int | None
+    router_workers: int = 1
     scaling_activities: list[dict] = field(default_factory=list)
 
 
@@ -155,13 +156,14 @@ def delete_endpoint_config(name: str) -> None:
 
 
 def create_endpoint(name: str, config_name: str, *, host: str = "127.0.0.1", port: int = 0,
-                    auth_token: str | bool | None = None, router_workers: int = 2, max_payload_mb: float = 6.0,
+                    auth_token: str | bool | None = None, router_workers: int | None = None, max_payload_mb: float = 6.0,
                     timeout: float = 60.0, startup_timeout: float = 120.0, graceful_timeout: float = 30.0,
                     threads_per_instance: int = 1, wait: bool = True, wait_timeout: float = 300.0
                     ) -> EndpointDescription:
     """Start an endpoint for ``config_name``; with ``wait`` return once it is InService (or raise).
 
-    Binding to a non-loopback ``host`` requires ``auth_token`` (a string, or ``True`` to generate
+    ``router_workers`` (default: half the CPUs, 1 to 4) processes share the port; on a 2-core machine one
+    worker leaves the cores to the instances. Binding to a non-loopback ``host`` requires ``auth_token`` (a string, or ``True`` to generate
     one; read it back with :func:`endpoint_token`). Clients then send ``Authorization: Bearer <token>``.
     """
     _check_name(name, "endpoint")
@@ -169,6 +171,7 @@ def create_endpoint(name: str, config_name: str, *, host: str = "127.0.0.1", por
     if not is_loopback(host) and not token:
         raise ValueError(f"binding endpoint {name!r} to {host} exposes it beyond this machine; pass auth_token= "
                          "(a string, or True to generate one)")
+    router_workers = default_router_workers() if router_workers is None else int(router_workers)
     if router_workers < 1:
         raise ValueError("router_workers must be >= 1")
     if max_payload_mb <= 0 or timeout <= 0:
@@ -186,6 +189,11 @@ def create_endpoint(name: str, config_name: str, *, host: str = "127.0.0.1", por
     if wait:
         return wait_for_endpoint(name, wait_timeout)
     return describe_endpoint(name)
+
+
+def default_router_workers() -> int:
+    """Half the CPUs, at least 1 and at most 4: the router's work per request is a fraction of a model's."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def _launch_supervisor(name: str, run_dir: str) -> int:
@@ -220,7 +228,8 @@ def describe_endpoint(name: str) -> EndpointDescription:
                     for v in r.variants(name)]
         return EndpointDescription(record.name, record.config_name, record.status, record.url,
                                    "bearer" if record.token else "none", variants, record.failure_reason,
-                                   record.created_at, record.updated_at, record.supervisor_pid, r.activities(name))
+                                   record.created_at, record.updated_at, record.supervisor_pid,
+                                   int(record.settings.get("router_workers", 1)), r.activities(name))
 
 
 def list_endpoints() -> list[EndpointDescription]:

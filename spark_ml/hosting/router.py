@@ -4,7 +4,8 @@ Per request: check the bearer token and the size limit, pick the variant (``X-Ta
 weighted random), pick the instance with the fewest outstanding requests, forward over a pooled
 keep-alive connection, retry on another instance when a connection fails, answer 504 on timeout,
 and name the variant that answered in ``X-Invoked-Production-Variant``. Several workers keep the
-router from being a single-process bottleneck; each balances its own share of the connections.
+router from being a single-process bottleneck; each balances its own share of the connections. The
+HTTP plumbing is in :mod:`.proxy` (bodies pass through without being copied into Python objects).
 
 Run by the supervisor as ``python -m spark_ml.hosting.router``; never imports pyspark.
 """
@@ -19,15 +20,15 @@ import os
 import signal
 import sys
 import time
+from urllib.parse import urlsplit
 
-from algorithms.serving.http import ClientDisconnected, read_body, respond, respond_error
-from algorithms.serving.errors import RequestError
+import orjson
 
+from .proxy import DownstreamConnection, UpstreamError, UpstreamPool, exchange
 from .routes import Balancer, NoVariant, RoutingTable
 
 log = logging.getLogger("spark_ml.hosting.router")
 
-TARGET_HEADERS = (b"x-target-variant", b"x-amzn-sagemaker-target-variant")
 CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
 FORWARDED = (b"content-type", b"accept", CUSTOM_ATTRIBUTES)
 DEFAULT_MAX_PAYLOAD = 6 * 1024 * 1024
@@ -35,8 +36,12 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_ATTEMPTS = 3
 
 
-class RouterApp:
-    """The ASGI app of one router worker."""
+def _error(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+class Router:
+    """One router worker: routing state, upstream pools and the request handler."""
 
     def __init__(self, endpoint: str, routes_path: str, status_dir: str, token: str | None,
                  multiproc_dir: str | None = None):
@@ -47,45 +52,42 @@ class RouterApp:
         self.status_dir = status_dir
         self.expected_auth = f"Bearer {token}".encode() if token else None
         self.multiproc_dir = multiproc_dir
+        self.pools: dict[str, UpstreamPool] = {}
         self.table = RoutingTable.read(routes_path)
         self.balancer = Balancer(self.table)
+        self._load_pools()
         self._apply_settings()
         self.metrics = RouterMetrics(endpoint)
-        self.session = None
+        self.connections: set[DownstreamConnection] = set()
+        self.port: int | None = None
         self._mtime = self._routes_mtime()
 
     def _apply_settings(self) -> None:
-        import aiohttp
-
         s = self.table.settings
         self.max_payload = int(s.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD))
-        self.timeout = aiohttp.ClientTimeout(total=float(s.get("timeout", DEFAULT_TIMEOUT)))
+        self.timeout = float(s.get("timeout", DEFAULT_TIMEOUT))
         self.attempts = int(s.get("max_attempts", DEFAULT_ATTEMPTS))
 
-    # lifecycle -----------------------------------------------------------------------------------
-    async def startup(self) -> None:
-        import aiohttp
+    def _load_pools(self) -> None:
+        live = {}
+        for variant in self.table.variants:
+            for inst in variant.instances:
+                pool = self.pools.get(inst.instance_id)
+                if pool is None:
+                    parts = urlsplit(inst.url)
+                    pool = UpstreamPool(parts.hostname, parts.port or 80)
+                live[inst.instance_id] = pool
+        for instance_id, pool in self.pools.items():
+            if instance_id not in live:
+                pool.close()
+        self.pools = live
 
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=None)
-        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        self._poller = asyncio.ensure_future(self._poll_routes())
-
-    async def shutdown(self) -> None:
-        self._poller.cancel()
-        if self.session is not None:
-            await self.session.close()
-
-    def acknowledge(self, port: int | None = None) -> None:
+    # routing table -------------------------------------------------------------------------------
+    def acknowledge(self) -> None:
         from algorithms.serving.server import write_json_atomic
 
-        if port is not None:
-            self.port = port
         write_json_atomic(os.path.join(self.status_dir, f"{os.getpid()}.json"),
-                          {"pid": os.getpid(), "port": getattr(self, "port", None),
-                           "generation": self.table.generation})
+                          {"pid": os.getpid(), "port": self.port, "generation": self.table.generation})
 
     def reload(self) -> None:
         try:
@@ -97,95 +99,103 @@ class RouterApp:
         if table.generation > self.table.generation:
             self.table = table
             self.balancer.load(table)
+            self._load_pools()
             self._apply_settings()
+            for conn in self.connections:
+                conn.max_body = self.max_payload
         self.acknowledge()
 
-    def _routes_mtime(self) -> float:
+    def _routes_mtime(self) -> int:
         try:
             return os.stat(self.routes_path).st_mtime_ns
         except OSError:
             return 0
 
-    async def _poll_routes(self) -> None:
+    async def poll_routes(self) -> None:
         while True:
             await asyncio.sleep(0.5)
             if self._routes_mtime() != self._mtime:
                 self.reload()
 
     # requests ------------------------------------------------------------------------------------
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        path = scope["path"]
-        try:
-            if path == "/invocations":
-                if scope["method"] != "POST":
-                    raise RequestError(405, "use POST /invocations")
-                await self.invoke(scope, receive, send)
-            elif path == "/ping":
-                ok = bool(self.balancer.weighted)
-                await respond(send, 200 if ok else 503, b"" if ok else b"no instance is serving", b"text/plain")
-            elif path == "/metrics":
-                self._authorize(dict(scope["headers"]))
-                await respond(send, 200, self._render_metrics(), b"text/plain; version=0.0.4; charset=utf-8")
-            elif path == "/metadata":
-                self._authorize(dict(scope["headers"]))
-                await respond(send, 200, await self._metadata())
+    def connection(self) -> DownstreamConnection:
+        conn = _TrackedConnection(self.handle, self.max_payload, self.connections)
+        return conn
+
+    async def handle(self, conn: DownstreamConnection, request) -> None:
+        path = request.url.split(b"?", 1)[0]
+        close = not request.keep_alive
+        if path == b"/invocations":
+            if request.method != b"POST":
+                conn.reply(405, _error("use POST /invocations"), close=close)
             else:
-                raise RequestError(404, f"no route {path}; endpoints answer /invocations, /ping, /metrics, /metadata")
-        except RequestError as exc:
-            await respond_error(send, exc.status, exc.message)
-        except ClientDisconnected:
-            return
+                await self.invoke(conn, request)
+        elif path == b"/ping":
+            ok = bool(self.balancer.weighted)
+            conn.reply(200 if ok else 503, b"" if ok else b"no instance is serving", b"text/plain", close=close)
+        elif path in (b"/metrics", b"/metadata"):
+            if not self._authorized(request):
+                conn.reply(401, _error("missing or wrong bearer token (send Authorization: Bearer <token>)"),
+                           extra=[(b"www-authenticate", b"Bearer")], close=close)
+            elif path == b"/metrics":
+                conn.reply(200, self._render_metrics(), b"text/plain; version=0.0.4; charset=utf-8", close=close)
+            else:
+                conn.reply(200, await self._metadata(), close=close)
+        else:
+            conn.reply(404, _error(f"no route {path.decode('latin-1')}; endpoints answer /invocations, /ping, "
+                                   "/metrics, /metadata"), close=close)
 
-    def _authorize(self, headers: dict) -> None:
+    def _authorized(self, request) -> bool:
         if self.expected_auth is None:
-            return
-        given = headers.get(b"authorization")
-        if given is None or not hmac.compare_digest(given, self.expected_auth):
-            raise RequestError(401, "missing or wrong bearer token (send Authorization: Bearer <token>)")
+            return True
+        given = request.headers.get(b"authorization")
+        return given is not None and hmac.compare_digest(given, self.expected_auth)
 
-    async def invoke(self, scope, receive, send) -> None:
+    async def invoke(self, conn: DownstreamConnection, request) -> None:
         started = time.perf_counter()
-        headers = dict(scope["headers"])
-        try:
-            self._authorize(headers)
-            body = await read_body(receive, headers, self.max_payload)
-            target = headers.get(TARGET_HEADERS[0]) or headers.get(TARGET_HEADERS[1])
+        close = not request.keep_alive
+        status, message = 0, ""
+        if not self._authorized(request):
+            status, message = 401, "missing or wrong bearer token (send Authorization: Bearer <token>)"
+        elif request.too_large:
+            status, message = 413, f"the body exceeds {self.max_payload} bytes, the most this endpoint accepts"
+            close = True
+        else:
+            target = request.headers.get(b"x-target-variant") or request.headers.get(b"x-amzn-sagemaker-target-variant")
             try:
                 variant = self.balancer.variant(target.decode() if target else None)
             except NoVariant as exc:
-                raise RequestError(400 if target else 503, str(exc)) from None
-        except RequestError as exc:
+                status, message = (400 if target else 503), str(exc)
+        if status:
             counters = self.metrics.of("-")
-            (counters[1] if exc.status < 500 else counters[2]).inc()
-            raise
+            (counters[1] if status < 500 else counters[2]).inc()
+            extra = [(b"www-authenticate", b"Bearer")] if status == 401 else None
+            conn.reply(status, _error(message), extra=extra, close=close)
+            return
         invocations, errors_4xx, errors_5xx, retries, model_latency, overhead = self.metrics.of(variant.name)
         invocations.inc()
-        forward = {k.decode(): headers[k].decode("latin-1") for k in FORWARDED if k in headers}
-        status, out_type, out_body, out_attrs, model_seconds = await self._forward(variant, body, forward, retries)
+        headers = [(k, request.headers[k]) for k in FORWARDED if k in request.headers]
+        response, model_seconds = await self._forward(variant, headers, request.chunks, request.size, retries)
         reply = [(b"x-invoked-production-variant", variant.name.encode()),
                  (b"x-amzn-invoked-production-variant", variant.name.encode())]
-        if out_attrs:
-            reply.append((CUSTOM_ATTRIBUTES, out_attrs))
-        await respond(send, status, out_body, out_type, reply)
-        if status >= 500:
+        if response.custom_attributes:
+            reply.append((CUSTOM_ATTRIBUTES, response.custom_attributes))
+        conn.reply(response.status, response.chunks, response.content_type, reply, close=close)
+        if response.status >= 500:
             errors_5xx.inc()
-        elif status >= 400:
+        elif response.status >= 400:
             errors_4xx.inc()
         model_latency.observe(model_seconds)
         overhead.observe(max(time.perf_counter() - started - model_seconds, 0.0))
 
-    async def _forward(self, variant, body: bytes, headers: dict, retries):
-        """(status, content type, body, custom attributes, model seconds) from the first instance that answers."""
-        import aiohttp
+    async def _forward(self, variant, headers, chunks, size, retries):
+        """The first answer from an instance of the variant, retrying others when connections fail."""
+        from .proxy import Response
 
         tried: set[str] = set()
         model_seconds = 0.0
         problem = "the variant has no instance"
+        outstanding = self.balancer.outstanding
         for attempt in range(self.attempts):
             inst = self.balancer.instance(variant, tried)
             if inst is None:
@@ -196,28 +206,29 @@ class RouterApp:
             if attempt:
                 retries.inc()
             tried.add(inst.instance_id)
-            outstanding = self.balancer.outstanding
+            pool = self.pools.get(inst.instance_id)
+            if pool is None:
+                continue
             outstanding[inst.instance_id] = outstanding.get(inst.instance_id, 0) + 1
             t0 = time.perf_counter()
             try:
-                async with self.session.post(inst.url + "/invocations", data=body, headers=headers,
-                                             timeout=self.timeout) as resp:
-                    data = await resp.read()
-                    model_seconds += time.perf_counter() - t0
-                    return (resp.status, resp.headers.get("Content-Type", "application/octet-stream").encode(),
-                            data, resp.headers.get("X-Amzn-SageMaker-Custom-Attributes", "").encode(), model_seconds)
+                response = await exchange(pool, b"POST", b"/invocations", headers, chunks, size, self.timeout)
+                return response, model_seconds + time.perf_counter() - t0
             except TimeoutError:
-                model_seconds += time.perf_counter() - t0
-                msg = f"variant {variant.name} did not answer within {self.timeout.total:g} s"
-                return 504, b"application/json", _error(msg), b"", model_seconds
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                response = Response()
+                response.status, response.content_type = 504, b"application/json"
+                response.chunks = [_error(f"variant {variant.name} did not answer within {self.timeout:g} s")]
+                return response, model_seconds + time.perf_counter() - t0
+            except UpstreamError as exc:
                 model_seconds += time.perf_counter() - t0
                 self.balancer.eject(inst)
-                problem = f"instance {inst.instance_id} failed: {type(exc).__name__}: {exc}"
+                problem = f"instance {inst.instance_id} failed: {exc}"
             finally:
                 outstanding[inst.instance_id] -= 1
-        msg = f"no instance of variant {variant.name} could answer ({problem})"
-        return 503, b"application/json", _error(msg), b"", model_seconds
+        response = Response()
+        response.status, response.content_type = 503, b"application/json"
+        response.chunks = [_error(f"no instance of variant {variant.name} could answer ({problem})")]
+        return response, model_seconds
 
     def _render_metrics(self) -> bytes:
         from .metrics import TableCollector, render
@@ -225,38 +236,68 @@ class RouterApp:
         return render(self.multiproc_dir, [TableCollector(self.endpoint, self.table)])
 
     async def _metadata(self) -> bytes:
-        import orjson
-
         result = {}
         for variant in self.table.variants:
             inst = self.balancer.instance(variant)
-            if inst is None:
+            pool = self.pools.get(inst.instance_id) if inst else None
+            if pool is None:
                 result[variant.name] = {"error": "no instance"}
                 continue
             try:
-                async with self.session.get(inst.url + "/metadata", timeout=self.timeout) as resp:
-                    result[variant.name] = (orjson.loads(await resp.read()) if resp.status == 200 else
-                                            {"error": f"the instance answered {resp.status} to /metadata"})
-            except Exception as exc:
+                response = await exchange(pool, b"GET", b"/metadata", [], [], 0, self.timeout)
+                result[variant.name] = (orjson.loads(b"".join(response.chunks)) if response.status == 200 else
+                                        {"error": f"the instance answered {response.status} to /metadata"})
+            except (UpstreamError, TimeoutError, ValueError) as exc:
                 result[variant.name] = {"error": f"{type(exc).__name__}: {exc}"}
         return orjson.dumps({"endpoint": self.endpoint, "variants": result})
 
-    async def _lifespan(self, receive, send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self.startup()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
+
+class _TrackedConnection(DownstreamConnection):
+    def __init__(self, handler, max_body, registry: set):
+        super().__init__(handler, max_body)
+        self.registry = registry
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.registry.add(self)
+
+    def connection_lost(self, exc) -> None:
+        super().connection_lost(exc)
+        self.registry.discard(self)
+
+
+async def serve(router: Router, sock, parent_pid: int | None, grace: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, router.reload)
+    sock.listen(2048)
+    server = await loop.create_server(router.connection, sock=sock)
+    router.port = sock.getsockname()[1]
+    router.acknowledge()
+    poller = asyncio.ensure_future(router.poll_routes())
+
+    async def watch_parent() -> None:
+        while parent_pid is not None:
+            await asyncio.sleep(0.5)
+            if os.getppid() != parent_pid:
+                log.warning("the supervisor (pid %d) is gone; shutting down", parent_pid)
+                stop.set()
                 return
 
-
-def _error(message: str) -> bytes:
-    import orjson
-
-    return orjson.dumps({"error": message})
+    watcher = asyncio.ensure_future(watch_parent())
+    await stop.wait()
+    server.close()  # stop accepting; finish what is in flight, then close the connections
+    deadline = time.monotonic() + grace
+    while any(c.busy for c in router.connections) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    for conn in list(router.connections):
+        conn.transport.close()
+    poller.cancel()
+    watcher.cancel()
+    for pool in router.pools.values():
+        pool.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -267,10 +308,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--parent-pid", type=int)
+    p.add_argument("--graceful-timeout", type=float, default=30.0)
     args = p.parse_args(argv)
-    from algorithms.serving.server import bind, cap_threads, is_loopback, run_asgi
+    from algorithms.serving.server import loop_factory, bind, is_loopback
 
-    cap_threads(1)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     token = os.environ.get("SPARK_ML_ENDPOINT_TOKEN") or None
     if not is_loopback(args.host) and not token:
@@ -280,14 +321,10 @@ def main(argv: list[str] | None = None) -> None:
     if not multiproc:
         print("PROMETHEUS_MULTIPROC_DIR must be set", file=sys.stderr)
         sys.exit(2)
-    app = RouterApp(args.endpoint, args.routes, args.status_dir, token, multiproc)
+    router = Router(args.endpoint, args.routes, args.status_dir, token, multiproc)
     sock = bind(args.host, args.port, reuse_port=True)
-    port = sock.getsockname()[1]
-
-    async def started() -> None:
-        app.acknowledge(port)
-
-    run_asgi(app, sock, parent_pid=args.parent_pid, on_start=started, keep_alive=75)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(serve(router, sock, args.parent_pid, args.graceful_timeout))
 
 
 if __name__ == "__main__":
