@@ -112,8 +112,9 @@ def single_row_latency(host: str, port: int, seconds: float, body: bytes) -> tup
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), len(ms)
 
 
-async def _throughput(urls: list[str], body: bytes, ctype: str, accept: str, concurrency: int, seconds: float,
-                      rows: int) -> float:
+async def _throughput(
+    urls: list[str], body: bytes, ctype: str, accept: str, concurrency: int, seconds: float, rows: int
+) -> float:
     import aiohttp
 
     done = 0
@@ -151,10 +152,48 @@ def throughput(urls, body, ctype, accept, concurrency, seconds, rows) -> float:
 # ------------------------------------------------------------------------------------------ processes
 
 
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def endpoint_processes(supervisor_pid: int) -> dict[int, str]:
+    """The endpoint's router workers and instances (the supervisor's children), by pid."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid == supervisor_pid:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    found[int(entry)] = "router" if b"spark_ml.hosting.router" in f.read() else "instance"
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
 def start_bare_instance(model: str, workdir: str, k: int) -> tuple[subprocess.Popen, str]:
     ready = os.path.join(workdir, f"bare-{k}.json")
-    proc = subprocess.Popen([sys.executable, "-m", "algorithms.serving", "--model", model, "--port", "0",
-                             "--ready-file", ready, "--plugin", HERE, "--max-payload-mb", "8"])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "algorithms.serving",
+            "--model",
+            model,
+            "--port",
+            "0",
+            "--ready-file",
+            ready,
+            "--plugin",
+            HERE,
+            "--max-payload-mb",
+            "8",
+        ]
+    )
     deadline = time.monotonic() + 120
     while not os.path.exists(ready):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -185,13 +224,20 @@ def spark_comparison(model_path: str, rows: int, endpoint: str) -> tuple[float, 
 
     from spark_ml.hosting import EndpointModel
 
-    spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
-             .config("spark.driver.memory", "4g").config("spark.sql.shuffle.partitions", "2")
-             .config("spark.executorEnv.SPARK_ML_PLUGINS", HERE).getOrCreate())
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", "4g")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.executorEnv.SPARK_ML_PLUGINS", HERE)
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
-    df = (spark.range(rows, numPartitions=2)
-          .select("id", array_to_vector(F.array(*[F.rand(seed=j) for j in range(FEATURES)])).alias("features"))
-          .cache())
+    df = (
+        spark.range(rows, numPartitions=2)
+        .select("id", array_to_vector(F.array(*[F.rand(seed=j) for j in range(FEATURES)])).alias("features"))
+        .cache()
+    )
     df.count()
 
     def local(batches):
@@ -206,12 +252,17 @@ def spark_comparison(model_path: str, rows: int, endpoint: str) -> tuple[float, 
         for batch in batches:
             out = model.predict(Batch(to_matrix(batch.column(1))))
             yield pa.RecordBatch.from_arrays(
-                list(batch.columns) + [pa.array(out["score"].astype(np.float64)),
-                                       pa.array(out["predicted_label"].astype(np.float64))],
-                names=list(batch.schema.names) + ["score", "predicted_label"])
+                list(batch.columns)
+                + [
+                    pa.array(out["score"].astype(np.float64)),
+                    pa.array(out["predicted_label"].astype(np.float64)),
+                ],
+                names=list(batch.schema.names) + ["score", "predicted_label"],
+            )
 
-    schema = StructType(df.schema.fields + [StructField("score", DoubleType()),
-                                            StructField("predicted_label", DoubleType())])
+    schema = StructType(
+        df.schema.fields + [StructField("score", DoubleType()), StructField("predicted_label", DoubleType())]
+    )
 
     def timed(frame) -> float:
         t0 = time.perf_counter()
@@ -237,7 +288,9 @@ def main(argv=None) -> None:
     p.add_argument("--skip-spark", action="store_true")
     p.add_argument("--model", help="artifact to serve (50 features); default: a generated linear model")
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds per scenario (median reported)")
-    p.add_argument("--router-workers", type=int, help="router worker processes (default: the endpoint's default)")
+    p.add_argument(
+        "--router-workers", type=int, help="router worker processes (default: the endpoint's default)"
+    )
     args = p.parse_args(argv)
 
     from algorithms import tensor_codec
@@ -261,11 +314,16 @@ def main(argv=None) -> None:
     hosting.create_model("bench", model)
     hosting.create_endpoint_config("bench", [hosting.ProductionVariant("AllTraffic", "bench", 2)])
     try:
-        endpoint = hosting.create_endpoint("bench", "bench", max_payload_mb=8, router_workers=args.router_workers)
+        endpoint = hosting.create_endpoint(
+            "bench", "bench", max_payload_mb=8, router_workers=args.router_workers
+        )
         targets = {"bare": [u for _, u in bare], "endpoint": [endpoint.url]}
         rounds = max(1, args.rounds)
         per_round = args.seconds / rounds
         samples = {k: {"p50": [], "p99": [], "proto": [], "csv": []} for k in targets}
+        processes = endpoint_processes(endpoint.supervisor_pid) if os.path.isdir("/proc") else {}
+        cpu = {"router": 0.0, "instance": 0.0}
+        proto_requests = 0.0
         for _ in range(rounds):
             for kind, urls in targets.items():
                 host, port = urls[0][7:].split(":")
@@ -273,13 +331,32 @@ def main(argv=None) -> None:
                 samples[kind]["p50"].append(p50)
                 samples[kind]["p99"].append(p99)
             for kind, urls in targets.items():
-                samples[kind]["proto"].append(throughput(urls, proto, "application/x-recordio-protobuf",
-                                                         "application/x-recordio-protobuf", 8, per_round, 1000))
+                before = {pid: cpu_seconds(pid) for pid in processes} if kind == "endpoint" else {}
+                rate = throughput(
+                    urls,
+                    proto,
+                    "application/x-recordio-protobuf",
+                    "application/x-recordio-protobuf",
+                    8,
+                    per_round,
+                    1000,
+                )
+                samples[kind]["proto"].append(rate)
+                for pid in before:
+                    cpu[processes[pid]] += cpu_seconds(pid) - before[pid]
+                proto_requests += rate * (per_round + 0.3) / 1000 if before else 0
             for kind, urls in targets.items():
-                samples[kind]["csv"].append(throughput(urls, csv, "text/csv", "application/json", 8, per_round, 1000))
-        results = {kind: {"latency": (float(np.median(s["p50"])), float(np.median(s["p99"]))),
-                          "proto": float(np.median(s["proto"])), "csv": float(np.median(s["csv"]))}
-                   for kind, s in samples.items()}
+                samples[kind]["csv"].append(
+                    throughput(urls, csv, "text/csv", "application/json", 8, per_round, 1000)
+                )
+        results = {
+            kind: {
+                "latency": (float(np.median(s["p50"])), float(np.median(s["p99"]))),
+                "proto": float(np.median(s["proto"])),
+                "csv": float(np.median(s["csv"])),
+            }
+            for kind, s in samples.items()
+        }
         for proc, _ in bare:
             proc.terminate()
         spark = None if args.skip_spark else spark_comparison(model, args.rows, "bench")
@@ -295,19 +372,36 @@ def main(argv=None) -> None:
     b, e = results["bare"], results["endpoint"]
     print()
     print(f"{'scenario':44} {'bare instance(s)':>18} {'endpoint':>14} {'target':>24}")
-    print(f"{'single-row CSV, c=1, p50 latency (ms)':44} {b['latency'][0]:18.3f} {e['latency'][0]:14.3f} "
-          f"{'<= 1 ms':>24}")
-    print(f"{'single-row CSV, c=1, p99 latency (ms)':44} {b['latency'][1]:18.3f} {e['latency'][1]:14.3f} "
-          f"{'<= 3 ms':>24}")
-    for key, label in (("proto", "1,000-row recordIO-protobuf, c=8 (rows/s)"), ("csv", "1,000-row CSV, c=8 (rows/s)")):
+    print(
+        f"{'single-row CSV, c=1, p50 latency (ms)':44} {b['latency'][0]:18.3f} {e['latency'][0]:14.3f} "
+        f"{'<= 1 ms':>24}"
+    )
+    print(
+        f"{'single-row CSV, c=1, p99 latency (ms)':44} {b['latency'][1]:18.3f} {e['latency'][1]:14.3f} "
+        f"{'<= 3 ms':>24}"
+    )
+    for key, label in (
+        ("proto", "1,000-row recordIO-protobuf, c=8 (rows/s)"),
+        ("csv", "1,000-row CSV, c=8 (rows/s)"),
+    ):
         print(f"{label:44} {b[key]:18,.0f} {e[key]:14,.0f} {f'>= 90% ({100 * e[key] / b[key]:.0f}%)':>24}")
     if spark:
         local_s, endpoint_s = spark
-        print(f"{f'Spark transform of {args.rows:,} rows (s)':44} {local_s:18.2f} {endpoint_s:14.2f} "
-              f"{f'<= 3x ({endpoint_s / local_s:.1f}x)':>24}")
+        print(
+            f"{f'Spark transform of {args.rows:,} rows (s)':44} {local_s:18.2f} {endpoint_s:14.2f} "
+            f"{f'<= 3x ({endpoint_s / local_s:.1f}x)':>24}"
+        )
         print("  (bare column: local mapInArrow + Model.predict; endpoint column: EndpointModel.transform)")
-    print(f"router workers: {workers}; router overhead per request (mean, from /metrics): "
-          f"{metrics.overhead_latency_mean_ms:.3f} ms; {os.cpu_count()} CPU(s); medians of {args.rounds} rounds")
+    if proto_requests and cpu["instance"]:
+        print(
+            "CPU per 1,000-row protobuf request through the endpoint: "
+            f"router {1e3 * cpu['router'] / proto_requests:.3f} ms, "
+            f"instance {1e3 * cpu['instance'] / proto_requests:.3f} ms (independent of the machine's load)"
+        )
+    print(
+        f"router workers: {workers}; router overhead per request (mean, from /metrics): "
+        f"{metrics.overhead_latency_mean_ms:.3f} ms; {os.cpu_count()} CPU(s); medians of {args.rounds} rounds"
+    )
 
 
 if __name__ == "__main__":

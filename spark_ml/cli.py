@@ -9,7 +9,9 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     from . import cli_endpoints
 
-    parser = argparse.ArgumentParser(prog="spark-ml", description="SageMaker's algorithms and hosting on Spark")
+    parser = argparse.ArgumentParser(
+        prog="spark-ml", description="SageMaker's algorithms and hosting on Spark"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     cli_endpoints.add_parser(sub)
     return parser

@@ -14,8 +14,11 @@ from dataclasses import asdict
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("endpoints", help="inference endpoints: models, configs, endpoints",
-                                   description=__doc__.splitlines()[0])
+    parser = subparsers.add_parser(
+        "endpoints",
+        help="inference endpoints: models, configs, endpoints",
+        description=__doc__.splitlines()[0],
+    )
     sub = parser.add_subparsers(dest="endpoints_command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("list", help="list endpoints")
@@ -28,23 +31,34 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("create", help="create an endpoint from a config, or from --model PATH directly")
     p.add_argument("name")
     p.add_argument("--config", help="endpoint config name")
-    p.add_argument("--model", action="append", default=[], metavar="[VARIANT=]PATH[:COUNT[:WEIGHT]]",
-                   help="artifact to serve as a variant (repeatable; creates the models and a config)")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="[VARIANT=]PATH[:COUNT[:WEIGHT]]",
+        help="artifact to serve as a variant (repeatable; creates the models and a config)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
-    p.add_argument("--token", help="bearer token clients must send; 'generate' makes one (required off loopback)")
+    p.add_argument(
+        "--token", help="bearer token clients must send; 'generate' makes one (required off loopback)"
+    )
     p.add_argument("--router-workers", type=int, help="router processes (default: half the CPUs, 1-4)")
     p.add_argument("--max-payload-mb", type=float, default=6.0)
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request before a 504")
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment of the instances")
+    p.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="environment of the instances"
+    )
     p.set_defaults(func=cmd_create)
 
-    for name, helptext, func in (("delete", "stop an endpoint and remove it", cmd_delete),
-                                 ("stop", "stop an endpoint's processes, keep it registered", cmd_stop),
-                                 ("start", "restart a stopped endpoint", cmd_start),
-                                 ("token", "print an endpoint's bearer token", cmd_token),
-                                 ("metrics", "per-variant invocations, errors and latencies", cmd_metrics),
-                                 ("logs", "print the supervisor's log", cmd_logs)):
+    for name, helptext, func in (
+        ("delete", "stop an endpoint and remove it", cmd_delete),
+        ("stop", "stop an endpoint's processes, keep it registered", cmd_stop),
+        ("start", "restart a stopped endpoint", cmd_start),
+        ("token", "print an endpoint's bearer token", cmd_token),
+        ("metrics", "per-variant invocations, errors and latencies", cmd_metrics),
+        ("logs", "print the supervisor's log", cmd_logs),
+    ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("name")
         p.set_defaults(func=func)
@@ -129,8 +143,11 @@ def cmd_list(args) -> int:
         return 0
     print(f"{'NAME':24} {'STATUS':14} {'URL':28} VARIANTS")
     for e in rows:
-        variants = ", ".join(f"{v.variant_name}(w={v.current_weight if v.current_weight is not None else '-'}, "
-                             f"n={v.current_instance_count})" for v in e.variants)
+        variants = ", ".join(
+            f"{v.variant_name}(w={v.current_weight if v.current_weight is not None else '-'}, "
+            f"n={v.current_instance_count})"
+            for v in e.variants
+        )
         print(f"{e.name:24} {e.status:14} {e.url or '-':28} {variants}")
     return 0
 
@@ -163,16 +180,28 @@ def cmd_create(args) -> int:
         suffix = time.strftime("%Y%m%d%H%M%S")
         variants = []
         for k, spec in enumerate(args.model):
-            name, path, count, weight = _variant_spec(spec, "AllTraffic" if len(args.model) == 1 else f"variant-{k + 1}")
+            name, path, count, weight = _variant_spec(
+                spec, "AllTraffic" if len(args.model) == 1 else f"variant-{k + 1}"
+            )
             model = f"{args.name}-{name}-{suffix}".replace("_", "-")[:63]
             h.create_model(model, path, environment=_env(args.env))
             variants.append(h.ProductionVariant(name, model, count, weight))
         config = f"{args.name}-{suffix}"
         h.create_endpoint_config(config, variants)
-    d = h.create_endpoint(args.name, config, host=args.host, port=args.port, auth_token=token,
-                          router_workers=args.router_workers, max_payload_mb=args.max_payload_mb, timeout=args.timeout)
-    print(f"endpoint {d.name} is {d.status} at {d.url}" + (" (bearer token: spark-ml endpoints token "
-                                                              f"{d.name})" if d.auth == "bearer" else ""))
+    d = h.create_endpoint(
+        args.name,
+        config,
+        host=args.host,
+        port=args.port,
+        auth_token=token,
+        router_workers=args.router_workers,
+        max_payload_mb=args.max_payload_mb,
+        timeout=args.timeout,
+    )
+    print(
+        f"endpoint {d.name} is {d.status} at {d.url}"
+        + (f" (bearer token: spark-ml endpoints token {d.name})" if d.auth == "bearer" else "")
+    )
     return 0
 
 
@@ -208,12 +237,16 @@ def cmd_metrics(args) -> int:
 
 def format_metrics(metrics: dict) -> str:
     total = sum(m.invocations for m in metrics.values()) or 1.0
-    lines = [f"{'VARIANT':16} {'INVOCATIONS':>11} {'SHARE':>6} {'4XX':>5} {'5XX':>5} {'INSTANCES':>9} "
-             f"{'MODEL ms (mean/p50/p99)':>25} {'OVERHEAD ms':>11}"]
+    lines = [
+        f"{'VARIANT':16} {'INVOCATIONS':>11} {'SHARE':>6} {'4XX':>5} {'5XX':>5} {'INSTANCES':>9} "
+        f"{'MODEL ms (mean/p50/p99)':>25} {'OVERHEAD ms':>11}"
+    ]
     for m in sorted(metrics.values(), key=lambda m: m.variant):
-        lines.append(f"{m.variant:16} {m.invocations:11.0f} {100 * m.invocations / total:5.1f}% {m.errors_4xx:5.0f} "
-                     f"{m.errors_5xx:5.0f} {m.instances:9.0f} {m.model_latency_mean_ms:8.2f}/{m.model_latency_p50_ms:6.2f}"
-                     f"/{m.model_latency_p99_ms:8.2f} {m.overhead_latency_mean_ms:11.3f}")
+        lines.append(
+            f"{m.variant:16} {m.invocations:11.0f} {100 * m.invocations / total:5.1f}% {m.errors_4xx:5.0f} "
+            f"{m.errors_5xx:5.0f} {m.instances:9.0f} {m.model_latency_mean_ms:8.2f}/"
+            f"{m.model_latency_p50_ms:6.2f}/{m.model_latency_p99_ms:8.2f} {m.overhead_latency_mean_ms:11.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -257,16 +290,24 @@ def cmd_autoscale(args) -> int:
         h.delete_scaling_policy(args.name, args.variant)
         print(f"autoscaling off for {args.name}/{args.variant}")
         return 0
-    policy = h.put_scaling_policy(args.name, args.variant, target_value=args.target, min_capacity=args.min,
-                                  max_capacity=args.max, scale_in_cooldown=args.scale_in_cooldown,
-                                  scale_out_cooldown=args.scale_out_cooldown)
+    policy = h.put_scaling_policy(
+        args.name,
+        args.variant,
+        target_value=args.target,
+        min_capacity=args.min,
+        max_capacity=args.max,
+        scale_in_cooldown=args.scale_in_cooldown,
+        scale_out_cooldown=args.scale_out_cooldown,
+    )
     print(f"autoscaling {args.name}/{args.variant}: {policy}")
     return 0
 
 
 def cmd_invoke(args) -> int:
     body = args.body.encode() if args.body is not None else sys.stdin.buffer.read()
-    result = _h().invoke_endpoint(args.name, body, args.content_type, accept=args.accept, target_variant=args.variant)
+    result = _h().invoke_endpoint(
+        args.name, body, args.content_type, accept=args.accept, target_variant=args.variant
+    )
     print(f"variant: {result.variant}", file=sys.stderr)
     sys.stdout.buffer.write(result.body)
     if not result.body.endswith(b"\n"):
@@ -277,8 +318,13 @@ def cmd_invoke(args) -> int:
 def cmd_create_model(args) -> int:
     import shlex
 
-    model = _h().create_model(args.name, args.model_data, command=shlex.split(args.command) if args.command else None,
-                              url=args.url, environment=_env(args.env))
+    model = _h().create_model(
+        args.name,
+        args.model_data,
+        command=shlex.split(args.command) if args.command else None,
+        url=args.url,
+        environment=_env(args.env),
+    )
     print(f"model {model.name} ({model.kind}) registered")
     return 0
 
@@ -302,8 +348,13 @@ def cmd_list_models(args) -> int:
 
 def cmd_list_configs(args) -> int:
     for c in _h().list_endpoint_configs():
-        print(f"{c.name:40} " + ", ".join(f"{v.variant_name}={v.model}:{v.initial_instance_count}:{v.initial_weight:g}"
-                                         for v in c.variants))
+        print(
+            f"{c.name:40} "
+            + ", ".join(
+                f"{v.variant_name}={v.model}:{v.initial_instance_count}:{v.initial_weight:g}"
+                for v in c.variants
+            )
+        )
     return 0
 
 

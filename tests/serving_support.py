@@ -8,6 +8,7 @@ instances are separate processes: they load this file through ``SPARK_ML_PLUGINS
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -39,7 +40,10 @@ class ToyKMeansModel(Model):
         d2 = (x * x).sum(1)[:, None] - 2 * x @ self.centers.T + (self.centers * self.centers).sum(1)[None, :]
         closest = d2.argmin(1)
         distance = np.sqrt(np.maximum(d2[np.arange(len(x)), closest], 0))
-        return {"closest_cluster": closest.astype(np.float32), "distance_to_cluster": distance.astype(np.float32)}
+        return {
+            "closest_cluster": closest.astype(np.float32),
+            "distance_to_cluster": distance.astype(np.float32),
+        }
 
     def to_arrays(self):
         return {"centers": self.centers}
@@ -133,13 +137,24 @@ class _Moments(Algorithm):
 
     def init(self):
         d = self.feature_dim
-        return {"n": np.zeros(1), "sum": np.zeros(d), "xy": np.zeros(d), "y": np.zeros(1), "xx": np.zeros((d, d))}
+        return {
+            "n": np.zeros(1),
+            "sum": np.zeros(d),
+            "xy": np.zeros(d),
+            "y": np.zeros(1),
+            "xx": np.zeros((d, d)),
+        }
 
     def update(self, state, batch):
         x = batch.dense(np.float64)
         y = np.zeros(len(x)) if batch.labels is None else np.asarray(batch.labels, np.float64).reshape(-1)
-        return {"n": state["n"] + len(x), "sum": state["sum"] + x.sum(0), "xy": state["xy"] + x.T @ y,
-                "y": state["y"] + y.sum(), "xx": state["xx"] + x.T @ x}
+        return {
+            "n": state["n"] + len(x),
+            "sum": state["sum"] + x.sum(0),
+            "xy": state["xy"] + x.T @ y,
+            "y": state["y"] + y.sum(),
+            "xx": state["xx"] + x.T @ x,
+        }
 
     def merge(self, states):
         return {key: sum(s[key] for s in states) for key in states[0]}
@@ -148,8 +163,9 @@ class _Moments(Algorithm):
 @register
 class ToyKMeans(_Moments):
     name = "test-kmeans"
-    hyperparameters = HyperparameterSpec([Hyperparameter("feature_dim", int, low=1),
-                                          Hyperparameter("k", int, default=2, low=1)])
+    hyperparameters = HyperparameterSpec(
+        [Hyperparameter("feature_dim", int, low=1), Hyperparameter("k", int, default=2, low=1)]
+    )
     model_class = ToyKMeansModel
 
     def finalize(self, state):
@@ -177,8 +193,9 @@ class ToyLinear(_Moments):
 @register
 class ToyPCA(_Moments):
     name = "test-pca"
-    hyperparameters = HyperparameterSpec([Hyperparameter("feature_dim", int, low=1),
-                                          Hyperparameter("num_components", int, default=2, low=1)])
+    hyperparameters = HyperparameterSpec(
+        [Hyperparameter("feature_dim", int, low=1), Hyperparameter("num_components", int, default=2, low=1)]
+    )
     model_class = ToyPCAModel
 
     def finalize(self, state):
@@ -214,8 +231,10 @@ def write_models(root: str, feature_dim: int = 4, seed: int = 0) -> dict[str, st
     models = {
         "test-kmeans": ToyKMeansModel(rng.normal(size=(3, feature_dim)).astype(np.float32)),
         "test-linear-learner": ToyLinearModel(rng.normal(size=feature_dim).astype(np.float32), 0.25),
-        "test-pca": ToyPCAModel(rng.normal(size=(2, feature_dim)).astype(np.float32),
-                                rng.normal(size=feature_dim).astype(np.float32)),
+        "test-pca": ToyPCAModel(
+            rng.normal(size=(2, feature_dim)).astype(np.float32),
+            rng.normal(size=feature_dim).astype(np.float32),
+        ),
         "test-thread-report": ThreadReportModel({}, feature_dim),
         "test-picky": PickyModel(rng.normal(size=feature_dim).astype(np.float32), -0.25),
     }
@@ -266,7 +285,8 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(float(body.split()[1]))
             return self.reply(200, b'{"predictions": []}')
         try:
-            rows = [[float(v) for v in line.split(",")] for line in body.decode().splitlines() if line.strip()]
+            lines = [line for line in body.decode().splitlines() if line.strip()]
+            rows = [[float(v) for v in line.split(",")] for line in lines]
         except ValueError as exc:
             return self.reply(400, json.dumps({"error": str(exc)}).encode())
         self.reply(200, json.dumps({"predictions": [{"score": sum(r)} for r in rows]}).encode())
@@ -320,7 +340,7 @@ with open(out, "w") as f:
 
 
 class HostingHome:
-    """A private SPARK_ML_HOME for a test module; on exit every endpoint in it is deleted, even after a failure."""
+    """A private SPARK_ML_HOME for a test module; on exit its endpoints are deleted, even after a failure."""
 
     def __init__(self, path):
         self.path = str(path)
@@ -345,10 +365,8 @@ class HostingHome:
                     hosting.delete_endpoint(record.name, timeout=30)
                 except Exception:
                     if record.supervisor_pid:
-                        try:
+                        with contextlib.suppress(OSError):
                             os.killpg(record.supervisor_pid, signal.SIGKILL)
-                        except OSError:
-                            pass
         finally:
             if self.previous is None:
                 os.environ.pop("SPARK_ML_HOME", None)

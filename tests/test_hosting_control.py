@@ -1,4 +1,4 @@
-"""Control-plane pieces without processes: registry, validation, routing choices, autoscaling, metrics parsing."""
+"""Control plane without processes: registry, validation, routing choices, autoscaling, metrics."""
 
 import math
 import random
@@ -19,11 +19,15 @@ def test_models_and_configs_are_kept_in_the_registry(spark_ml_home, tmp_path):
     hosting.create_model("km", paths["test-kmeans"])
     hosting.create_model("byo", command=["my-server", "--port", "{port}"], environment={"A": "1"})
     hosting.create_model("remote", url="http://127.0.0.1:9")
-    assert [(m.name, m.kind) for m in hosting.list_models()] == [("byo", "command"), ("km", "artifact"),
-                                                                 ("remote", "url")]
+    assert [(m.name, m.kind) for m in hosting.list_models()] == [
+        ("byo", "command"),
+        ("km", "artifact"),
+        ("remote", "url"),
+    ]
     assert hosting.describe_model("byo").environment == {"A": "1"}
-    config = hosting.create_endpoint_config("cfg", [ProductionVariant("A", "km", 2, 3.0),
-                                                    ProductionVariant("B", "byo")])
+    config = hosting.create_endpoint_config(
+        "cfg", [ProductionVariant("A", "km", 2, 3.0), ProductionVariant("B", "byo")]
+    )
     assert hosting.describe_endpoint_config("cfg") == config
     assert (spark_ml_home / "registry.db").exists()
     with pytest.raises(ValueError, match="already exists"):
@@ -62,8 +66,15 @@ def test_validation_names_the_fault(spark_ml_home, tmp_path):
 
 
 def table(*variants):
-    return RoutingTable(1, [RouteVariant(name, weight, [RouteInstance(f"{name}-{k}", f"http://x/{name}{k}")
-                                                        for k in range(count)]) for name, weight, count in variants])
+    return RoutingTable(
+        1,
+        [
+            RouteVariant(
+                name, weight, [RouteInstance(f"{name}-{k}", f"http://x/{name}{k}") for k in range(count)]
+            )
+            for name, weight, count in variants
+        ],
+    )
 
 
 def test_weighted_choice_follows_the_weights():
@@ -118,8 +129,14 @@ def track(policy, per_second, seconds, current, start=0.0, total=0.0, step=1.0, 
 
 
 def test_target_tracking_scales_out_then_holds_under_steady_load():
-    policy = ScalingPolicy(target_value=60, min_capacity=1, max_capacity=5, scale_out_cooldown=30,
-                           scale_in_cooldown=120, metric_window=60)
+    policy = ScalingPolicy(
+        target_value=60,
+        min_capacity=1,
+        max_capacity=5,
+        scale_out_cooldown=30,
+        scale_in_cooldown=120,
+        metric_window=60,
+    )
     # 3.5 requests/s = 210/min: ceil(210 / 60) = 4 instances, reached once the window has filled
     tracker, decisions, now, total, current = track(policy, 3.5, 600, current=1)
     assert decisions == [(60.0, 4)]
@@ -127,8 +144,14 @@ def test_target_tracking_scales_out_then_holds_under_steady_load():
 
 
 def test_scale_in_waits_for_the_cooldown_and_keeps_a_margin():
-    policy = ScalingPolicy(target_value=60, min_capacity=1, max_capacity=5, scale_out_cooldown=30,
-                           scale_in_cooldown=120, metric_window=60)
+    policy = ScalingPolicy(
+        target_value=60,
+        min_capacity=1,
+        max_capacity=5,
+        scale_out_cooldown=30,
+        scale_in_cooldown=120,
+        metric_window=60,
+    )
     tracker, decisions, now, total, current = track(policy, 3.5, 100, current=1)
     assert current == 4
     # Load drops to 2.9/s = 174/min: 3 instances would run at 58/min, within 10% of the target: stay at 4.
@@ -148,7 +171,9 @@ def test_scale_in_waits_for_the_cooldown_and_keeps_a_margin():
 
 
 def test_capacity_outside_the_bounds_is_corrected_and_scale_in_can_be_disabled():
-    policy = ScalingPolicy(target_value=60, min_capacity=2, max_capacity=3, disable_scale_in=True, metric_window=10)
+    policy = ScalingPolicy(
+        target_value=60, min_capacity=2, max_capacity=3, disable_scale_in=True, metric_window=10
+    )
     tracker = TargetTracker(policy)
     assert tracker.decide(0.0, 1).desired == 2
     assert tracker.decide(0.0, 7).desired == 3

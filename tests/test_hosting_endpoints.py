@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -32,18 +33,22 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def endpoint(home):
-    """Variant A: linear learner on 2 instances; variant B: k-means on 1; equal weights; 256 KiB body limit."""
+    """Variant A: linear learner on 2 instances; B: k-means on 1; equal weights; 256 KiB body limit."""
     env = plugin_env()
     hosting.create_model("ll", home.models["test-linear-learner"], environment=env)
     hosting.create_model("km", home.models["test-kmeans"], environment=env)
-    hosting.create_endpoint_config("ab", [ProductionVariant("A", "ll", 2, 1.0), ProductionVariant("B", "km", 1, 1.0)])
+    hosting.create_endpoint_config(
+        "ab", [ProductionVariant("A", "ll", 2, 1.0), ProductionVariant("B", "km", 1, 1.0)]
+    )
     description = hosting.create_endpoint("ab", "ab", max_payload_mb=0.25)
     assert description.status == "InService"
     return description
 
 
 def post(url, body, ctype="text/csv", **headers):
-    return requests.post(url + "/invocations", data=body, headers={"Content-Type": ctype, **headers}, timeout=30)
+    return requests.post(
+        url + "/invocations", data=body, headers={"Content-Type": ctype, **headers}, timeout=30
+    )
 
 
 def test_weighted_split_variant_header_and_target_variant(endpoint):
@@ -53,11 +58,15 @@ def test_weighted_split_variant_header_and_target_variant(endpoint):
         assert r.status_code == 200
         variant = r.headers["X-Invoked-Production-Variant"]
         keys = set(r.json()["predictions"][0])
-        assert keys == ({"score", "predicted_label"} if variant == "A" else {"closest_cluster", "distance_to_cluster"})
+        assert keys == (
+            {"score", "predicted_label"} if variant == "A" else {"closest_cluster", "distance_to_cluster"}
+        )
         seen[variant] += 1
     assert abs(seen["A"] - 100) < 36  # 5 standard deviations of binomial(200, 1/2)
     r = post(endpoint.url, "1,2,3,4\n", **{"X-Target-Variant": "B"})
-    assert r.headers["X-Invoked-Production-Variant"] == "B" and "closest_cluster" in r.json()["predictions"][0]
+    assert (
+        r.headers["X-Invoked-Production-Variant"] == "B" and "closest_cluster" in r.json()["predictions"][0]
+    )
     r = post(endpoint.url, "1,2,3,4\n", **{"X-Target-Variant": "C"})
     assert r.status_code == 400 and "unknown target variant 'C'" in r.json()["error"]
 
@@ -65,8 +74,13 @@ def test_weighted_split_variant_header_and_target_variant(endpoint):
 def test_predictions_through_the_endpoint_equal_the_models_own(endpoint, home):
     x = np.random.default_rng(5).normal(size=(1000, 4)).astype(np.float32)
     for variant, algorithm in (("A", "test-linear-learner"), ("B", "test-kmeans")):
-        r = post(endpoint.url, tensor_codec.encode_dense(x), "application/x-recordio-protobuf",
-                 Accept="application/x-recordio-protobuf", **{"X-Target-Variant": variant})
+        r = post(
+            endpoint.url,
+            tensor_codec.encode_dense(x),
+            "application/x-recordio-protobuf",
+            Accept="application/x-recordio-protobuf",
+            **{"X-Target-Variant": variant},
+        )
         assert r.status_code == 200, r.text
         got = decode_outputs(r.content)
         expected = load_model(home.models[algorithm]).predict(Batch(x))
@@ -76,8 +90,10 @@ def test_predictions_through_the_endpoint_equal_the_models_own(endpoint, home):
 
 def test_describe_list_metrics_and_cli(endpoint, capsys):
     d = hosting.describe_endpoint("ab")
-    assert [(v.variant_name, v.current_instance_count, v.current_weight) for v in d.variants] == [("A", 2, 1.0),
-                                                                                                  ("B", 1, 1.0)]
+    assert [(v.variant_name, v.current_instance_count, v.current_weight) for v in d.variants] == [
+        ("A", 2, 1.0),
+        ("B", 1, 1.0),
+    ]
     assert all(i.status == "ready" and i.pid for v in d.variants for i in v.instances)
     before = hosting.endpoint_metrics("ab")
     for _ in range(5):
@@ -109,7 +125,10 @@ def malformed_requests(url):
         (b'{"instances": [[1, 2]]}', {"Content-Type": "application/json"}),
         (b'{"features": [1, 2, 3]}\n', {"Content-Type": "application/jsonlines"}),
         (b"\x0a\xd7\x23\xce\xff\xff\x00\x00garbage", {"Content-Type": "application/x-recordio-protobuf"}),
-        (tensor_codec.encode_dense(np.ones((2, 3), np.float32)), {"Content-Type": "application/x-recordio-protobuf"}),
+        (
+            tensor_codec.encode_dense(np.ones((2, 3), np.float32)),
+            {"Content-Type": "application/x-recordio-protobuf"},
+        ),
         (b"1,2,3,4", {"Content-Type": "image/png"}),
         (b"1,2,3,4", {"Content-Type": "text/csv", "Accept": "image/png"}),
         (b"1,2,3,4", {"Content-Type": "text/csv", "X-Target-Variant": "nope"}),
@@ -136,33 +155,49 @@ def test_a_thousand_malformed_requests_get_4xx_and_the_endpoint_keeps_serving(en
     assert d.status == "InService" and sum(v.current_instance_count for v in d.variants) == 3
 
 
-def test_no_client_visible_failure_when_an_instance_dies_weights_change_and_the_endpoint_updates(endpoint, home):
+def test_no_client_visible_failure_when_an_instance_dies_weights_change_and_the_endpoint_updates(
+    endpoint, home
+):
     out = str(home.root / "load.json")
     stop = str(home.root / "load.stop")
     script = home.root / "load.py"
     script.write_text(LOAD_GENERATOR)
     load = subprocess.Popen([sys.executable, str(script), endpoint.url, stop, out, "2", "-"])
-    progress = lambda: int(open(out + ".progress").read() or 0) if os.path.exists(out + ".progress") else 0  # noqa: E731
+
+    def progress() -> int:
+        path = out + ".progress"
+        return int(pathlib.Path(path).read_text() or 0) if os.path.exists(path) else 0
+
     try:
         wait_for(lambda: progress() > 50, what="load to start")
         # 1. Kill one of variant A's two instances outright.
         victim = hosting.describe_endpoint("ab").variants[0].instances[0]
         os.kill(victim.pid, signal.SIGKILL)
-        wait_for(lambda: {i.instance_id for i in hosting.describe_endpoint("ab").variants[0].instances
-                          if i.status == "ready"} - {victim.instance_id} and
-                 hosting.describe_endpoint("ab").variants[0].current_instance_count == 2,
-                 what="the replacement instance")
+        wait_for(
+            lambda: (
+                {
+                    i.instance_id
+                    for i in hosting.describe_endpoint("ab").variants[0].instances
+                    if i.status == "ready"
+                }
+                - {victim.instance_id}
+                and hosting.describe_endpoint("ab").variants[0].current_instance_count == 2
+            ),
+            what="the replacement instance",
+        )
         mark = progress()
         wait_for(lambda: progress() > mark + 50, what="more load")
         # 2. Shift all traffic to B, then back.
         hosting.update_endpoint_weights_and_capacities("ab", {"A": {"weight": 0}})
         mark = progress()
         wait_for(lambda: progress() > mark + 50, what="more load")
-        hosting.update_endpoint_weights_and_capacities("ab", [{"VariantName": "A", "DesiredWeight": 1.0,
-                                                               "DesiredInstanceCount": 1}])
+        hosting.update_endpoint_weights_and_capacities(
+            "ab", [{"VariantName": "A", "DesiredWeight": 1.0, "DesiredInstanceCount": 1}]
+        )
         # 3. A new config: fresh instances start, traffic switches, the old ones drain.
-        hosting.create_endpoint_config("ab-2", [ProductionVariant("A", "ll", 1, 1.0),
-                                                ProductionVariant("B", "km", 1, 1.0)])
+        hosting.create_endpoint_config(
+            "ab-2", [ProductionVariant("A", "ll", 1, 1.0), ProductionVariant("B", "km", 1, 1.0)]
+        )
         old = {i.instance_id for v in hosting.describe_endpoint("ab").variants for i in v.instances}
         d = hosting.update_endpoint("ab", "ab-2")
         assert d.config_name == "ab-2" and d.status == "InService"
@@ -172,7 +207,7 @@ def test_no_client_visible_failure_when_an_instance_dies_weights_change_and_the_
     finally:
         open(stop, "w").close()
         load.wait(60)
-    results = json.loads(open(out).read())
+    results = json.loads(pathlib.Path(out).read_text())
     assert results["failures"] == []
     assert results["ok"] > 200 and set(results["variants"]) == {"A", "B"}
 
@@ -218,21 +253,35 @@ def test_timeout_answers_504_and_the_endpoint_recovers(byo):
 
 
 def test_autoscaling_scales_out_under_load_and_back_in_when_idle(byo, home):
-    hosting.put_scaling_policy("byo", "AllTraffic", target_value=60.0, min_capacity=1, max_capacity=2,
-                               scale_out_cooldown=0.0, scale_in_cooldown=1.0, metric_window=2.0)
+    hosting.put_scaling_policy(
+        "byo",
+        "AllTraffic",
+        target_value=60.0,
+        min_capacity=1,
+        max_capacity=2,
+        scale_out_cooldown=0.0,
+        scale_in_cooldown=1.0,
+        metric_window=2.0,
+    )
     out, stop = str(home.root / "scale.json"), str(home.root / "scale.stop")
     script = home.root / "load.py"
     script.write_text(LOAD_GENERATOR)
     load = subprocess.Popen([sys.executable, str(script), byo.url, stop, out, "1", "s3cret"])
     try:
-        wait_for(lambda: hosting.describe_endpoint("byo").variants[0].current_instance_count == 2, timeout=60,
-                 what="scale-out to 2 instances")
+        wait_for(
+            lambda: hosting.describe_endpoint("byo").variants[0].current_instance_count == 2,
+            timeout=60,
+            what="scale-out to 2 instances",
+        )
     finally:
         open(stop, "w").close()
         load.wait(60)
-    assert json.loads(open(out).read())["failures"] == []
-    wait_for(lambda: hosting.describe_endpoint("byo").variants[0].current_instance_count == 1, timeout=60,
-             what="scale-in to 1 instance")
+    assert json.loads(pathlib.Path(out).read_text())["failures"] == []
+    wait_for(
+        lambda: hosting.describe_endpoint("byo").variants[0].current_instance_count == 1,
+        timeout=60,
+        what="scale-in to 1 instance",
+    )
     activities = hosting.describe_endpoint("byo").scaling_activities
     assert [(a["from_count"], a["to_count"]) for a in activities] == [(1, 2), (2, 1)]
     hosting.delete_scaling_policy("byo", "AllTraffic")

@@ -22,7 +22,9 @@ X = RNG.normal(size=(6, 4)).astype(np.float32)
 
 
 def decode(body, content_type, dim=4):
-    return decode_request(body if isinstance(body, bytes) else body.encode(), request_media_type(content_type), dim)
+    return decode_request(
+        body if isinstance(body, bytes) else body.encode(), request_media_type(content_type), dim
+    )
 
 
 def rejects(body, content_type, dim=4) -> RequestError:
@@ -41,11 +43,17 @@ def test_every_request_format_decodes_to_the_same_rows():
     bare_json = json.dumps({"instances": X.tolist()})
     jsonl = "\n".join(json.dumps({"features": row.tolist()}) for row in X)
     libsvm = "\n".join("0 " + " ".join(f"{j + 1}:{float(v)!r}" for j, v in enumerate(row)) for row in X)
-    bodies = [(csv, "text/csv"), (csv, "text/csv; charset=utf-8"), (dense_json, "application/json"),
-              (proto_json, "application/json"), (bare_json, "application/json"), (jsonl, "application/jsonlines"),
-              (tensor_codec.encode_dense(X), "application/x-recordio-protobuf"),
-              (tensor_codec.encode_dense(X.astype(np.float64)), "application/x-recordio-protobuf"),
-              (libsvm, "text/libsvm")]
+    bodies = [
+        (csv, "text/csv"),
+        (csv, "text/csv; charset=utf-8"),
+        (dense_json, "application/json"),
+        (proto_json, "application/json"),
+        (bare_json, "application/json"),
+        (jsonl, "application/jsonlines"),
+        (tensor_codec.encode_dense(X), "application/x-recordio-protobuf"),
+        (tensor_codec.encode_dense(X.astype(np.float64)), "application/x-recordio-protobuf"),
+        (libsvm, "text/libsvm"),
+    ]
     for body, ctype in bodies:
         batch = decode(body, ctype)
         np.testing.assert_array_equal(batch.dense(np.float32), X, err_msg=ctype)
@@ -64,14 +72,19 @@ def test_large_bodies_take_the_bulk_paths_and_still_name_the_bad_row():
 
 
 def test_sparse_requests_become_csr():
-    body = {"instances": [{"data": {"features": {"keys": [0, 3], "shape": [4], "values": [1.5, -2]}}},
-                          {"features": [0, 1, 0, 0]}]}
+    body = {
+        "instances": [
+            {"data": {"features": {"keys": [0, 3], "shape": [4], "values": [1.5, -2]}}},
+            {"features": [0, 1, 0, 0]},
+        ]
+    }
     batch = decode(json.dumps(body), "application/json")
     assert batch.is_sparse
     np.testing.assert_array_equal(batch.dense(), [[1.5, 0, 0, -2], [0, 1, 0, 0]])
     m = sp.csr_matrix(np.array([[0, 2, 0, 0], [3, 0, 0, 4]], np.float32))
-    np.testing.assert_array_equal(decode(tensor_codec.encode_sparse(m), "application/x-recordio-protobuf").dense(),
-                                  m.toarray())
+    np.testing.assert_array_equal(
+        decode(tensor_codec.encode_sparse(m), "application/x-recordio-protobuf").dense(), m.toarray()
+    )
 
 
 def test_csv_label_size_drops_leading_columns_and_empty_body_is_zero_rows():
@@ -81,31 +94,47 @@ def test_csv_label_size_drops_leading_columns_and_empty_body_is_zero_rows():
     assert decode('{"instances": []}', "application/json").num_rows == 0
 
 
-@pytest.mark.parametrize("body, ctype, expected", [
-    ("1,2,3,4\n5,6,x,8\n", "text/csv", "CSV row 2, column 3: cannot parse 'x'"),
-    ("1,2,3,4\n5,6,7\n", "text/csv", "CSV row 2 has 3 values; the model expects 4"),
-    ("1,2,3\n4,5,6\n", "text/csv", "CSV row 1 has 3 values"),
-    ("1,2,,4\n", "text/csv", "CSV row 1, column 3 is empty"),
-    (b"1,2,3,\xff\n", "text/csv", "not UTF-8"),
-    ("1,2,3,4", "text/csv;label_size=x", "label_size='x'"),
-    ("{oops", "application/json", "not valid JSON"),
-    ("[1, 2]", "application/json", '{"instances": [...]}'),
-    ('{"instances": {"a": 1}}', "application/json", '"instances" must be a list'),
-    ('{"instances": [[1,2,3,4], [1,2,3]]}', "application/json", "instances[1] has 3 features; the model expects 4"),
-    ('{"instances": [[1,2,"a",4]]}', "application/json", 'instances[0]: feature 2 is "a", not a number'),
-    ('{"instances": [{"feature": [1]}]}', "application/json", 'instances[0] has no "features"'),
-    ('{"instances": [{"data": {"features": {"keys": [9], "shape": [4], "values": [1]}}}]}', "application/json",
-     "sparse key 9 is outside the model's 4 features"),
-    ('{"instances": [{"data": {"features": {"keys": [1], "shape": [5], "values": [1]}}}]}', "application/json",
-     "sparse shape [5] does not match"),
-    ('{"instances": [{"data": {"features": {"keys": [1, 2], "shape": [4], "values": [1]}}}]}', "application/json",
-     "as many values as keys"),
-    ('{"features": [1,2,3,4]}\n{"features": [1,2]}\n', "application/jsonlines", "line 2 has 2 features"),
-    ('{"features": [1,2,3,4]}\nnope\n', "application/jsonlines", "line 2 is not valid JSON"),
-    ("0 1:1 7:2\n", "text/libsvm", "index 7 is outside the model's features 1..4"),
-    ("0 1:a\n", "text/libsvm", "cannot parse '1:a'"),
-    (b"\x0a\xd7\x23\xce\x10\x00\x00\x00abc", "application/x-recordio-protobuf", "request body"),
-])
+@pytest.mark.parametrize(
+    "body, ctype, expected",
+    [
+        ("1,2,3,4\n5,6,x,8\n", "text/csv", "CSV row 2, column 3: cannot parse 'x'"),
+        ("1,2,3,4\n5,6,7\n", "text/csv", "CSV row 2 has 3 values; the model expects 4"),
+        ("1,2,3\n4,5,6\n", "text/csv", "CSV row 1 has 3 values"),
+        ("1,2,,4\n", "text/csv", "CSV row 1, column 3 is empty"),
+        (b"1,2,3,\xff\n", "text/csv", "not UTF-8"),
+        ("1,2,3,4", "text/csv;label_size=x", "label_size='x'"),
+        ("{oops", "application/json", "not valid JSON"),
+        ("[1, 2]", "application/json", '{"instances": [...]}'),
+        ('{"instances": {"a": 1}}', "application/json", '"instances" must be a list'),
+        (
+            '{"instances": [[1,2,3,4], [1,2,3]]}',
+            "application/json",
+            "instances[1] has 3 features; the model expects 4",
+        ),
+        ('{"instances": [[1,2,"a",4]]}', "application/json", 'instances[0]: feature 2 is "a", not a number'),
+        ('{"instances": [{"feature": [1]}]}', "application/json", 'instances[0] has no "features"'),
+        (
+            '{"instances": [{"data": {"features": {"keys": [9], "shape": [4], "values": [1]}}}]}',
+            "application/json",
+            "sparse key 9 is outside the model's 4 features",
+        ),
+        (
+            '{"instances": [{"data": {"features": {"keys": [1], "shape": [5], "values": [1]}}}]}',
+            "application/json",
+            "sparse shape [5] does not match",
+        ),
+        (
+            '{"instances": [{"data": {"features": {"keys": [1, 2], "shape": [4], "values": [1]}}}]}',
+            "application/json",
+            "as many values as keys",
+        ),
+        ('{"features": [1,2,3,4]}\n{"features": [1,2]}\n', "application/jsonlines", "line 2 has 2 features"),
+        ('{"features": [1,2,3,4]}\nnope\n', "application/jsonlines", "line 2 is not valid JSON"),
+        ("0 1:1 7:2\n", "text/libsvm", "index 7 is outside the model's features 1..4"),
+        ("0 1:a\n", "text/libsvm", "cannot parse '1:a'"),
+        (b"\x0a\xd7\x23\xce\x10\x00\x00\x00abc", "application/x-recordio-protobuf", "request body"),
+    ],
+)
 def test_bad_requests_are_400_naming_the_fault(body, ctype, expected):
     error = rejects(body, ctype)
     assert error.status == 400
@@ -131,7 +160,9 @@ def test_content_types_and_accept():
     assert choose_response_type("*/*") == "application/json"
     assert choose_response_type("application/x-recordio-protobuf") == "application/x-recordio-protobuf"
     assert choose_response_type("text/html;q=1, text/csv;q=0.5, application/json;q=0.9") == "application/json"
-    assert choose_response_type("application/jsonlines;q=0.2, application/json;q=0") == "application/jsonlines"
+    assert (
+        choose_response_type("application/jsonlines;q=0.2, application/json;q=0") == "application/jsonlines"
+    )
     with pytest.raises(RequestError) as info:
         choose_response_type("image/png")
     assert info.value.status == 406
@@ -141,10 +172,13 @@ def test_content_types_and_accept():
 
 
 def models():
-    return {"kmeans": ToyKMeansModel(np.array([[0, 0, 0, 0], [1, 1, 1, 1]], np.float32)),
-            "linear": ToyLinearModel(np.array([1, -1, 0.5, 0], np.float32), 0.1),
-            "pca": ToyPCAModel(np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], np.float32),
-                               np.zeros(4, np.float32))}
+    return {
+        "kmeans": ToyKMeansModel(np.array([[0, 0, 0, 0], [1, 1, 1, 1]], np.float32)),
+        "linear": ToyLinearModel(np.array([1, -1, 0.5, 0], np.float32), 0.1),
+        "pca": ToyPCAModel(
+            np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], np.float32), np.zeros(4, np.float32)
+        ),
+    }
 
 
 def respond(model, accept, x=X):
@@ -166,8 +200,12 @@ def test_json_responses_have_sagemakers_shapes():
 
     out, body = respond(models()["linear"], "application/json", x)
     doc = json.loads(body)
-    assert doc == {"predictions": [{"score": pytest.approx(float(s)), "predicted_label": int(p)}
-                                   for s, p in zip(out["score"], out["predicted_label"], strict=True)]}
+    assert doc == {
+        "predictions": [
+            {"score": pytest.approx(float(s)), "predicted_label": int(p)}
+            for s, p in zip(out["score"], out["predicted_label"], strict=True)
+        ]
+    }
     assert b'"predicted_label":1}' in body or b'"predicted_label":0}' in body  # an integer label
 
     out, body = respond(models()["pca"], "application/json", x)
@@ -180,14 +218,21 @@ def test_jsonlines_and_csv_responses():
     out, body = respond(models()["kmeans"], "application/jsonlines")
     lines = body.decode().splitlines()
     assert len(lines) == len(X)
-    assert json.loads(lines[2]) == {"closest_cluster": float(out["closest_cluster"][2]),
-                                    "distance_to_cluster": pytest.approx(float(out["distance_to_cluster"][2]))}
+    assert json.loads(lines[2]) == {
+        "closest_cluster": float(out["closest_cluster"][2]),
+        "distance_to_cluster": pytest.approx(float(out["distance_to_cluster"][2])),
+    }
     out, body = respond(models()["kmeans"], "text/csv")
     rows = [line.split(",") for line in body.decode().splitlines()]
-    np.testing.assert_allclose(np.array(rows, float), np.column_stack([out["closest_cluster"],
-                                                                       out["distance_to_cluster"]]), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.array(rows, float),
+        np.column_stack([out["closest_cluster"], out["distance_to_cluster"]]),
+        rtol=1e-6,
+    )
     out, body = respond(models()["pca"], "text/csv")
-    np.testing.assert_allclose(np.loadtxt(body.decode().splitlines(), delimiter=","), out["projection"], rtol=1e-6)
+    np.testing.assert_allclose(
+        np.loadtxt(body.decode().splitlines(), delimiter=","), out["projection"], rtol=1e-6
+    )
 
 
 def runtime_response(outputs: dict) -> bytes:
@@ -197,7 +242,9 @@ def runtime_response(outputs: dict) -> bytes:
     for i in range(n):
         record = Record()
         for name, values in outputs.items():
-            record.label[name].float32_tensor.values.extend(np.atleast_1d(values[i]).astype(np.float32).tolist())
+            record.label[name].float32_tensor.values.extend(
+                np.atleast_1d(values[i]).astype(np.float32).tolist()
+            )
         chunks.append(frame(record.SerializeToString(deterministic=True)))
     return b"".join(chunks)
 
@@ -235,13 +282,22 @@ def test_protobuf_response_edge_cases():
 def test_json_records_match_per_row_serialization():
     from algorithms.serving.encoders import json_records
 
-    columns = [("s", RNG.normal(size=5).astype(np.float32)), ("l", np.arange(5, dtype=np.int32)),
-               ("v", RNG.normal(size=(5, 3)).astype(np.float32)), ("e", np.zeros((5, 0), np.float32)),
-               ("100%", np.ones(5, np.float64))]
+    columns = [
+        ("s", RNG.normal(size=5).astype(np.float32)),
+        ("l", np.arange(5, dtype=np.int32)),
+        ("v", RNG.normal(size=(5, 3)).astype(np.float32)),
+        ("e", np.zeros((5, 0), np.float32)),
+        ("100%", np.ones(5, np.float64)),
+    ]
     rows = json_records(columns, 5)
     for i, row in enumerate(rows):
-        assert orjson.loads(row) == {"s": pytest.approx(float(columns[0][1][i])), "l": i,
-                                     "v": pytest.approx(columns[2][1][i].tolist()), "e": [], "100%": 1.0}
+        assert orjson.loads(row) == {
+            "s": pytest.approx(float(columns[0][1][i])),
+            "l": i,
+            "v": pytest.approx(columns[2][1][i].tolist()),
+            "e": [],
+            "100%": 1.0,
+        }
         assert row == orjson.dumps({name: a[i] for name, a in columns}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 

@@ -41,17 +41,19 @@ def model_metadata(model: Model) -> dict:
 
 
 class InferenceApp:
-    """ASGI callable serving ``GET /ping``, ``POST /invocations``, ``GET /metadata``, ``GET /execution-parameters``."""
+    """ASGI app: ``/ping``, ``POST /invocations``, ``/metadata``, ``/execution-parameters``."""
 
     def __init__(self, model: Model, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD):
         self.model = model
         self.max_payload_bytes = int(max_payload_bytes)
         self.metadata = orjson.dumps(model_metadata(model))
-        self.execution_parameters = orjson.dumps({
-            "MaxConcurrentTransforms": 1,
-            "BatchStrategy": "MULTI_RECORD",
-            "MaxPayloadInMB": max(1, self.max_payload_bytes // (1024 * 1024)),
-        })
+        self.execution_parameters = orjson.dumps(
+            {
+                "MaxConcurrentTransforms": 1,
+                "BatchStrategy": "MULTI_RECORD",
+                "MaxPayloadInMB": max(1, self.max_payload_bytes // (1024 * 1024)),
+            }
+        )
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":

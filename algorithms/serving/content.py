@@ -50,7 +50,9 @@ def request_media_type(header: str | None) -> MediaType:
     if not media.type:
         raise RequestError(415, f"the request has no Content-Type; send one of {', '.join(REQUEST_TYPES)}")
     if media.type not in REQUEST_TYPES:
-        raise RequestError(415, f"unsupported Content-Type {media.type!r}; send one of {', '.join(REQUEST_TYPES)}")
+        raise RequestError(
+            415, f"unsupported Content-Type {media.type!r}; send one of {', '.join(REQUEST_TYPES)}"
+        )
     charset = media.params.get("charset")
     if charset and charset.lower().replace("-", "") not in ("utf8", "usascii"):
         raise RequestError(415, f"unsupported charset {charset!r}; send UTF-8")

@@ -52,8 +52,11 @@ def decode_csv(body: bytes, media: MediaType, feature_dim: int) -> Batch:
         )
     except (pa.ArrowInvalid, UnicodeDecodeError):
         raise bad_request(_csv_problem(body, width, label_size)) from None
-    if table.num_columns != width or any(col.null_count for col in table.columns) or \
-            any(not pa.types.is_floating(col.type) for col in table.columns):
+    if (
+        table.num_columns != width
+        or any(col.null_count for col in table.columns)
+        or any(not pa.types.is_floating(col.type) for col in table.columns)
+    ):
         raise bad_request(_csv_problem(body, width, label_size))
     columns = table.columns[label_size:]
     x = np.empty((table.num_rows, feature_dim), np.float32)
@@ -91,7 +94,9 @@ def _csv_problem(body: bytes, width: int, label_size: int) -> str:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         return f"the CSV body is not UTF-8 text (byte offset {exc.start})"
-    expected = f"{width} values" + (f" ({label_size} label + {width - label_size} features)" if label_size else "")
+    expected = f"{width} values" + (
+        f" ({label_size} label + {width - label_size} features)" if label_size else ""
+    )
     row = 0
     for line in text.splitlines():
         if not line.strip():
@@ -99,8 +104,10 @@ def _csv_problem(body: bytes, width: int, label_size: int) -> str:
         row += 1
         fields = line.split(",")
         if len(fields) != width:
-            return (f"CSV row {row} has {len(fields)} values; the model expects {expected} "
-                    "(no header row, one record per line)")
+            return (
+                f"CSV row {row} has {len(fields)} values; the model expects {expected} "
+                "(no header row, one record per line)"
+            )
         for column, field in enumerate(fields, 1):
             if not field.strip():
                 return f"CSV row {row}, column {column} is empty"
@@ -120,9 +127,15 @@ def decode_json(body: bytes, media: MediaType, feature_dim: int) -> Batch:
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"the body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or "instances" not in doc:
-        got = f"an object with keys {sorted(doc)[:5]}" if isinstance(doc, dict) else f"a JSON {type(doc).__name__}"
-        raise bad_request('a JSON request is {"instances": [...]} (each instance {"features": [...]}, '
-                          f'{{"data": {{"features": {{...}}}}}} or a list of numbers); got {got}')
+        got = (
+            f"an object with keys {sorted(doc)[:5]}"
+            if isinstance(doc, dict)
+            else f"a JSON {type(doc).__name__}"
+        )
+        raise bad_request(
+            'a JSON request is {"instances": [...]} (each instance {"features": [...]}, '
+            f'{{"data": {{"features": {{...}}}}}} or a list of numbers); got {got}'
+        )
     instances = doc["instances"]
     if not isinstance(instances, list):
         raise bad_request(f'"instances" must be a list, got a JSON {type(instances).__name__}')
@@ -153,8 +166,10 @@ def rows_from_objects(items: list, feature_dim: int, where: Callable[[int], str]
             if features is None and isinstance(item.get("data"), dict):
                 features = item["data"].get("features")
             if features is None:
-                raise bad_request(f'{where(i)} has no "features" (send {{"features": [...]}} or '
-                                  '{"data": {"features": {"values": [...]}}})')
+                raise bad_request(
+                    f'{where(i)} has no "features" (send {{"features": [...]}} or '
+                    '{"data": {"features": {"values": [...]}}})'
+                )
         if isinstance(features, dict):
             values = features.get("values")
             keys = features.get("keys")
@@ -164,7 +179,9 @@ def rows_from_objects(items: list, feature_dim: int, where: Callable[[int], str]
                 continue
             features = values
         if not isinstance(features, list):
-            raise bad_request(f"{where(i)}: features must be a list of numbers, got a JSON {type(features).__name__}")
+            raise bad_request(
+                f"{where(i)}: features must be a list of numbers, got a JSON {type(features).__name__}"
+            )
         dense.append(features)
     if not sparse:
         return Batch(_dense_matrix(dense, feature_dim, where))
@@ -173,14 +190,15 @@ def rows_from_objects(items: list, feature_dim: int, where: Callable[[int], str]
         if row is None:
             cols, vals = sparse[i]
         else:
-            vals = _dense_matrix([row], feature_dim, lambda _: where(i))[0]
+            vals = _dense_matrix([row], feature_dim, lambda _, i=i: where(i))[0]
             cols = np.flatnonzero(vals)
             vals = vals[cols]
         indices.append(np.asarray(cols, np.int64))
         data.append(np.asarray(vals, np.float32))
         indptr.append(indptr[-1] + len(cols))
-    matrix = sp.csr_matrix((np.concatenate(data), np.concatenate(indices), np.asarray(indptr)),
-                           shape=(len(dense), feature_dim))
+    matrix = sp.csr_matrix(
+        (np.concatenate(data), np.concatenate(indices), np.asarray(indptr)), shape=(len(dense), feature_dim)
+    )
     matrix.sort_indices()
     return Batch(matrix)
 
@@ -199,7 +217,9 @@ def _dense_matrix(rows: list, feature_dim: int, where: Callable[[int], str]) -> 
             raise bad_request(f"{where(i)} has {len(row)} features; the model expects {feature_dim}")
         for j, value in enumerate(row):
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise bad_request(f"{where(i)}: feature {j} is {_clip(orjson.dumps(value).decode())}, not a number")
+                raise bad_request(
+                    f"{where(i)}: feature {j} is {_clip(orjson.dumps(value).decode())}, not a number"
+                )
     raise bad_request("the rows cannot be read as numbers")
 
 
@@ -209,8 +229,10 @@ def _sparse_row(tensor: dict, keys, values, feature_dim: int, where: str):
         raise bad_request(f"{where}: sparse shape {shape} does not match the model's [{feature_dim}]")
     if not isinstance(keys, list) or not isinstance(values, list) or len(keys) != len(values):
         n_values = len(values) if isinstance(values, list) else "no"
-        raise bad_request(f"{where}: a sparse vector needs as many values as keys "
-                          f"({len(keys) if isinstance(keys, list) else 'no'} keys, {n_values} values)")
+        raise bad_request(
+            f"{where}: a sparse vector needs as many values as keys "
+            f"({len(keys) if isinstance(keys, list) else 'no'} keys, {n_values} values)"
+        )
     try:
         cols = np.array(keys, dtype=np.int64)
         vals = np.array(values, dtype=np.float32)
@@ -220,7 +242,9 @@ def _sparse_row(tensor: dict, keys, values, feature_dim: int, where: str):
         raise bad_request(f"{where}: sparse keys and values must be flat lists")
     bad = np.flatnonzero((cols < 0) | (cols >= feature_dim))
     if len(bad):
-        raise bad_request(f"{where}: sparse key {int(cols[bad[0]])} is outside the model's {feature_dim} features")
+        raise bad_request(
+            f"{where}: sparse key {int(cols[bad[0]])} is outside the model's {feature_dim} features"
+        )
     if len(np.unique(cols)) != len(cols):
         raise bad_request(f"{where}: sparse keys repeat")
     return cols, vals
@@ -295,7 +319,9 @@ def decode_libsvm(body: bytes, media: MediaType, feature_dim: int) -> Batch:
         row += 1
         tokens = line.split()
         if ":" in tokens[0]:
-            raise bad_request(f"libsvm row {row} starts with {_clip(tokens[0])!r}; a row starts with its label")
+            raise bad_request(
+                f"libsvm row {row} starts with {_clip(tokens[0])!r}; a row starts with its label"
+            )
         for token in tokens[1:]:
             key, sep, value = token.partition(":")
             try:
@@ -305,13 +331,17 @@ def decode_libsvm(body: bytes, media: MediaType, feature_dim: int) -> Batch:
             if not sep or index < 0:
                 raise bad_request(f"libsvm row {row}: cannot parse {_clip(token)!r} as index:value")
             if not 1 <= index <= feature_dim:
-                raise bad_request(f"libsvm row {row}: index {index} is outside the model's features "
-                                  f"1..{feature_dim} (libsvm indices start at 1)")
+                raise bad_request(
+                    f"libsvm row {row}: index {index} is outside the model's features "
+                    f"1..{feature_dim} (libsvm indices start at 1)"
+                )
             indices.append(index - 1)
             values.append(number)
         indptr.append(len(indices))
-    matrix = sp.csr_matrix((np.asarray(values, np.float32), np.asarray(indices, np.int64), np.asarray(indptr)),
-                           shape=(row, feature_dim))
+    matrix = sp.csr_matrix(
+        (np.asarray(values, np.float32), np.asarray(indices, np.int64), np.asarray(indptr)),
+        shape=(row, feature_dim),
+    )
     matrix.sum_duplicates()
     return Batch(matrix)
 

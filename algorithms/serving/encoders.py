@@ -23,9 +23,13 @@ from .response_records import encode_outputs
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
-def ordered_outputs(outputs: dict[str, np.ndarray], declared: Sequence[Output]) -> list[tuple[str, np.ndarray]]:
-    """The model's outputs in its declared order (then any undeclared ones), each checked for its row count."""
-    names = [o.name for o in declared if o.name in outputs] + sorted(set(outputs) - {o.name for o in declared})
+def ordered_outputs(
+    outputs: dict[str, np.ndarray], declared: Sequence[Output]
+) -> list[tuple[str, np.ndarray]]:
+    """The model's outputs in its declared order, then any undeclared ones."""
+    names = [o.name for o in declared if o.name in outputs] + sorted(
+        set(outputs) - {o.name for o in declared}
+    )
     return [(name, np.asarray(outputs[name])) for name in names]
 
 
@@ -38,12 +42,15 @@ def per_record(columns: list[tuple[str, np.ndarray]], n: int) -> list[dict]:
     return [dict(zip(names, values, strict=True)) for values in zip(*arrays, strict=True)]
 
 
-def encode_response(outputs: dict[str, np.ndarray], declared: Sequence[Output], envelope: str, accept: str,
-                    num_rows: int) -> bytes:
+def encode_response(
+    outputs: dict[str, np.ndarray], declared: Sequence[Output], envelope: str, accept: str, num_rows: int
+) -> bytes:
     columns = ordered_outputs(outputs, declared)
     for name, array in columns:
         if array.shape[0] != num_rows:
-            raise ValueError(f"the model returned {array.shape[0]} rows of {name!r} for {num_rows} input rows")
+            raise ValueError(
+                f"the model returned {array.shape[0]} rows of {name!r} for {num_rows} input rows"
+            )
     if accept == RECORDIO_PROTOBUF:
         return encode_outputs(dict(columns)) if num_rows else b""
     if accept == CSV:

@@ -34,8 +34,13 @@ async def read_body(receive, headers: dict, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def respond(send, status: int, body: bytes, content_type: bytes = b"application/json",
-                  extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def respond(
+    send,
+    status: int,
+    body: bytes,
+    content_type: bytes = b"application/json",
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     if extra:
         headers.extend(extra)

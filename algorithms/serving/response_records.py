@@ -123,8 +123,11 @@ def _decode_uniform(frames) -> dict[str, np.ndarray] | None:
     layout, at = [], 0
     for name in sorted(record.label):
         value = record.label[name]
-        if value.WhichOneof("value") != "float32_tensor" or len(value.float32_tensor.keys) \
-                or len(value.float32_tensor.shape):
+        if (
+            value.WhichOneof("value") != "float32_tensor"
+            or len(value.float32_tensor.keys)
+            or len(value.float32_tensor.shape)
+        ):
             return None
         count = len(value.float32_tensor.values)
         prefix = _entry_prefix(name, count)
@@ -134,8 +137,9 @@ def _decode_uniform(frames) -> dict[str, np.ndarray] | None:
         at += len(prefix) + 4 * count
     if at != size:
         return None
-    rows = np.lib.stride_tricks.as_strided(frames.data[starts[0] :], shape=(n, size), strides=(stride, 1),
-                                           writeable=False)
+    rows = np.lib.stride_tricks.as_strided(
+        frames.data[starts[0] :], shape=(n, size), strides=(stride, 1), writeable=False
+    )
     variable = np.zeros(size, bool)
     for _, offset, count in layout:
         variable[offset : offset + 4 * count] = True
@@ -161,7 +165,9 @@ def _decode_records(frames, source: str) -> dict[str, np.ndarray]:
         except Exception as exc:
             raise ValueError(f"{source}: record {i} is not a valid aialgs.data.Record: {exc}") from None
         if i and set(record.label) != set(columns):
-            raise ValueError(f"{source}: record {i} has labels {sorted(record.label)}, record 0 has {sorted(columns)}")
+            raise ValueError(
+                f"{source}: record {i} has labels {sorted(record.label)}, record 0 has {sorted(columns)}"
+            )
         for name in record.label:
             try:
                 _, tensor = tensor_of(record.label[name])

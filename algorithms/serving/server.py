@@ -19,8 +19,13 @@ from collections.abc import Awaitable, Callable, Iterable
 
 log = logging.getLogger("algorithms.serving")
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                    "NUMEXPR_NUM_THREADS")
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 
 
 def cap_threads(threads: int) -> None:
@@ -97,9 +102,15 @@ def _http_impl() -> str:
         return "h11"
 
 
-def run_asgi(app, sock: socket.socket, ready_file: str | None = None, parent_pid: int | None = None,
-             graceful_timeout: float = 30.0, keep_alive: int = 75,
-             on_start: Callable[[], Awaitable[None]] | None = None) -> None:
+def run_asgi(
+    app,
+    sock: socket.socket,
+    ready_file: str | None = None,
+    parent_pid: int | None = None,
+    graceful_timeout: float = 30.0,
+    keep_alive: int = 75,
+    on_start: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Serve ``app`` on a bound socket until SIGTERM/SIGINT (graceful: in-flight requests finish).
 
     ``ready_file`` gets ``{"pid", "port"}`` once the socket accepts connections; with ``parent_pid``
@@ -107,9 +118,17 @@ def run_asgi(app, sock: socket.socket, ready_file: str | None = None, parent_pid
     """
     import uvicorn
 
-    config = uvicorn.Config(app, http=_http_impl(), lifespan="on", access_log=False, log_level="warning",
-                            timeout_keep_alive=keep_alive, timeout_graceful_shutdown=int(graceful_timeout),
-                            server_header=False, date_header=False)
+    config = uvicorn.Config(
+        app,
+        http=_http_impl(),
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=keep_alive,
+        timeout_graceful_shutdown=int(graceful_timeout),
+        server_header=False,
+        date_header=False,
+    )
     server = uvicorn.Server(config)
 
     async def main() -> None:

@@ -8,6 +8,7 @@ outlive the session that made them and the CLI (``spark-ml endpoints``) sees the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -54,7 +55,7 @@ class VariantDescription:
 
 @dataclass
 class EndpointDescription:
-    """DescribeEndpoint's answer. ``auth`` is ``"bearer"`` when a token is required (see :func:`endpoint_token`)."""
+    """DescribeEndpoint's answer; ``auth`` is ``"bearer"`` when a token is needed (:func:`endpoint_token`)."""
 
     name: str
     config_name: str
@@ -77,8 +78,14 @@ def _registry() -> Registry:
 # models ------------------------------------------------------------------------------------------------
 
 
-def create_model(name: str, model_data: str | None = None, *, command: list[str] | None = None,
-                 url: str | None = None, environment: dict[str, str] | None = None) -> HostedModel:
+def create_model(
+    name: str,
+    model_data: str | None = None,
+    *,
+    command: list[str] | None = None,
+    url: str | None = None,
+    environment: dict[str, str] | None = None,
+) -> HostedModel:
     """Register a model: an artifact folder/URI, a server command (bring your own model server), or a URL.
 
     ``command`` gets ``SAGEMAKER_BIND_TO_PORT`` and ``SM_MODEL_DIR`` (and ``{port}`` / ``{model_dir}``
@@ -155,31 +162,51 @@ def delete_endpoint_config(name: str) -> None:
 # endpoints ---------------------------------------------------------------------------------------------
 
 
-def create_endpoint(name: str, config_name: str, *, host: str = "127.0.0.1", port: int = 0,
-                    auth_token: str | bool | None = None, router_workers: int | None = None, max_payload_mb: float = 6.0,
-                    timeout: float = 60.0, startup_timeout: float = 120.0, graceful_timeout: float = 30.0,
-                    threads_per_instance: int = 1, wait: bool = True, wait_timeout: float = 300.0
-                    ) -> EndpointDescription:
+def create_endpoint(
+    name: str,
+    config_name: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    auth_token: str | bool | None = None,
+    router_workers: int | None = None,
+    max_payload_mb: float = 6.0,
+    timeout: float = 60.0,
+    startup_timeout: float = 120.0,
+    graceful_timeout: float = 30.0,
+    threads_per_instance: int = 1,
+    wait: bool = True,
+    wait_timeout: float = 300.0,
+) -> EndpointDescription:
     """Start an endpoint for ``config_name``; with ``wait`` return once it is InService (or raise).
 
     ``router_workers`` (default: half the CPUs, 1 to 4) processes share the port; on a 2-core machine one
-    worker leaves the cores to the instances. Binding to a non-loopback ``host`` requires ``auth_token`` (a string, or ``True`` to generate
-    one; read it back with :func:`endpoint_token`). Clients then send ``Authorization: Bearer <token>``.
+    worker leaves the cores to the instances. Binding to a non-loopback ``host`` requires ``auth_token``
+    (a string, or ``True`` to generate one; read it back with :func:`endpoint_token`). Clients then send
+    ``Authorization: Bearer <token>``.
     """
     _check_name(name, "endpoint")
     token = secrets.token_urlsafe(32) if auth_token is True else (auth_token or None)
     if not is_loopback(host) and not token:
-        raise ValueError(f"binding endpoint {name!r} to {host} exposes it beyond this machine; pass auth_token= "
-                         "(a string, or True to generate one)")
+        raise ValueError(
+            f"binding endpoint {name!r} to {host} exposes it beyond this machine; pass auth_token= "
+            "(a string, or True to generate one)"
+        )
     router_workers = default_router_workers() if router_workers is None else int(router_workers)
     if router_workers < 1:
         raise ValueError("router_workers must be >= 1")
     if max_payload_mb <= 0 or timeout <= 0:
         raise ValueError("max_payload_mb and timeout must be > 0")
     run_dir = str(subdir("endpoints", name))
-    settings = {"run_dir": run_dir, "router_workers": int(router_workers), "max_payload_mb": float(max_payload_mb),
-                "timeout": float(timeout), "startup_timeout": float(startup_timeout),
-                "graceful_timeout": float(graceful_timeout), "threads": int(threads_per_instance)}
+    settings = {
+        "run_dir": run_dir,
+        "router_workers": int(router_workers),
+        "max_payload_mb": float(max_payload_mb),
+        "timeout": float(timeout),
+        "startup_timeout": float(startup_timeout),
+        "graceful_timeout": float(graceful_timeout),
+        "threads": int(threads_per_instance),
+    }
     with _closing(_registry()) as r:
         config = r.config(config_name)
         for v in config.variants:
@@ -198,11 +225,17 @@ def default_router_workers() -> int:
 
 def _launch_supervisor(name: str, run_dir: str) -> int:
     log = os.path.join(run_dir, "supervisor.log")
-    done = subprocess.run([sys.executable, "-m", "spark_ml.hosting.supervisor", "--endpoint", name, "--log", log,
-                           "--daemon"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "spark_ml.hosting.supervisor", "--endpoint", name, "--log", log, "--daemon"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if done.returncode != 0 or not done.stdout.strip().isdigit():
         with _closing(_registry()) as r:
-            r.update_endpoint(name, status=FAILED, failure_reason=f"the supervisor did not start: {done.stderr[-2000:]}")
+            r.update_endpoint(
+                name, status=FAILED, failure_reason=f"the supervisor did not start: {done.stderr[-2000:]}"
+            )
         raise EndpointError(f"endpoint {name}: the supervisor did not start: {done.stderr[-2000:]}")
     pid = int(done.stdout.strip())
     with _closing(_registry()) as r:
@@ -213,23 +246,51 @@ def _launch_supervisor(name: str, run_dir: str) -> int:
 def describe_endpoint(name: str) -> EndpointDescription:
     with _closing(_registry()) as r:
         record = r.endpoint(name)
-        if record.status in ACTIVE_STATUSES and not _supervisor_alive(record.supervisor_pid, name) and \
-                record.supervisor_pid is not None:
-            r.update_endpoint(name, status=FAILED, supervisor_pid=None, failure_reason=(
-                f"the supervisor process {record.supervisor_pid} is gone (killed, or the machine restarted); "
-                "start_endpoint() restarts the endpoint"))
+        if (
+            record.status in ACTIVE_STATUSES
+            and not _supervisor_alive(record.supervisor_pid, name)
+            and record.supervisor_pid is not None
+        ):
+            r.update_endpoint(
+                name,
+                status=FAILED,
+                supervisor_pid=None,
+                failure_reason=(
+                    f"the supervisor process {record.supervisor_pid} is gone (killed, or the machine "
+                    "restarted); "
+                    "start_endpoint() restarts the endpoint"
+                ),
+            )
             record = r.endpoint(name)
         instances = r.instances(name)
         policies = r.policies(name)
-        variants = [VariantDescription(v.variant_name, v.model, v.current_weight, v.desired_weight,
-                                       v.current_instance_count, v.desired_instance_count,
-                                       [i for i in instances if i.variant_name == v.variant_name],
-                                       policies.get(v.variant_name))
-                    for v in r.variants(name)]
-        return EndpointDescription(record.name, record.config_name, record.status, record.url,
-                                   "bearer" if record.token else "none", variants, record.failure_reason,
-                                   record.created_at, record.updated_at, record.supervisor_pid,
-                                   int(record.settings.get("router_workers", 1)), r.activities(name))
+        variants = [
+            VariantDescription(
+                v.variant_name,
+                v.model,
+                v.current_weight,
+                v.desired_weight,
+                v.current_instance_count,
+                v.desired_instance_count,
+                [i for i in instances if i.variant_name == v.variant_name],
+                policies.get(v.variant_name),
+            )
+            for v in r.variants(name)
+        ]
+        return EndpointDescription(
+            record.name,
+            record.config_name,
+            record.status,
+            record.url,
+            "bearer" if record.token else "none",
+            variants,
+            record.failure_reason,
+            record.created_at,
+            record.updated_at,
+            record.supervisor_pid,
+            int(record.settings.get("router_workers", 1)),
+            r.activities(name),
+        )
 
 
 def list_endpoints() -> list[EndpointDescription]:
@@ -244,7 +305,9 @@ def endpoint_token(name: str) -> str | None:
         return r.endpoint(name).token
 
 
-def wait_for_endpoint(name: str, timeout: float = 300.0, generation: int | None = None) -> EndpointDescription:
+def wait_for_endpoint(
+    name: str, timeout: float = 300.0, generation: int | None = None
+) -> EndpointDescription:
     """Wait until the endpoint is InService (and has applied ``generation``); raise if it fails."""
     deadline = time.monotonic() + timeout
     while True:
@@ -255,21 +318,30 @@ def wait_for_endpoint(name: str, timeout: float = 300.0, generation: int | None 
         done = record.status == IN_SERVICE and record.applied_generation >= (generation or record.generation)
         if done:
             description = describe_endpoint(name)
-            if generation is not None and description.failure_reason and record.config_name != record.current_config_name:
+            if (
+                generation is not None
+                and description.failure_reason
+                and record.config_name != record.current_config_name
+            ):
                 raise EndpointError(description.failure_reason)
             return description
-        if record.status in ACTIVE_STATUSES and record.supervisor_pid and \
-                not _supervisor_alive(record.supervisor_pid, name):
+        if (
+            record.status in ACTIVE_STATUSES
+            and record.supervisor_pid
+            and not _supervisor_alive(record.supervisor_pid, name)
+        ):
             describe_endpoint(name)
-            raise EndpointError(f"endpoint {name}: its supervisor exited; see {record.settings['run_dir']}/"
-                                "supervisor.log")
+            raise EndpointError(
+                f"endpoint {name}: its supervisor exited; see {record.settings['run_dir']}/supervisor.log"
+            )
         if time.monotonic() > deadline:
             raise EndpointError(f"endpoint {name} is still {record.status} after {timeout:g} s")
         time.sleep(0.05)
 
 
-def update_endpoint(name: str, config_name: str, *, wait: bool = True, wait_timeout: float = 300.0
-                    ) -> EndpointDescription:
+def update_endpoint(
+    name: str, config_name: str, *, wait: bool = True, wait_timeout: float = 300.0
+) -> EndpointDescription:
     """Move the endpoint to another config: new instances start, traffic switches, old ones drain.
 
     If the new config's instances fail to start, the endpoint keeps serving its old config and the
@@ -290,9 +362,13 @@ def update_endpoint(name: str, config_name: str, *, wait: bool = True, wait_time
     return description
 
 
-def update_endpoint_weights_and_capacities(name: str, desired: dict[str, dict[str, float | int]] | list[dict],
-                                           *, wait: bool = True, wait_timeout: float = 300.0
-                                           ) -> EndpointDescription:
+def update_endpoint_weights_and_capacities(
+    name: str,
+    desired: dict[str, dict[str, float | int]] | list[dict],
+    *,
+    wait: bool = True,
+    wait_timeout: float = 300.0,
+) -> EndpointDescription:
     """Change variant weights and/or instance counts in place.
 
     ``desired`` maps variant name to ``{"weight": w, "instance_count": n}`` (either key optional), or is
@@ -327,7 +403,9 @@ def _normalize_desired(desired) -> dict[str, dict[str, float | int]]:
     return desired
 
 
-def put_scaling_policy(endpoint: str, variant: str, policy: ScalingPolicy | None = None, **fields) -> ScalingPolicy:
+def put_scaling_policy(
+    endpoint: str, variant: str, policy: ScalingPolicy | None = None, **fields
+) -> ScalingPolicy:
     """Target tracking for a variant (fields of :class:`ScalingPolicy`, e.g. ``target_value=70``)."""
     policy = policy or ScalingPolicy(**fields)
     with _closing(_registry()) as r:
@@ -341,7 +419,7 @@ def delete_scaling_policy(endpoint: str, variant: str) -> None:
 
 
 def stop_endpoint(name: str, timeout: float = 60.0) -> None:
-    """Stop the endpoint's processes; it stays registered (OutOfService) and :func:`start_endpoint` restarts it."""
+    """Stop the processes; the endpoint stays registered (OutOfService) for :func:`start_endpoint`."""
     _stop(name, STOP, timeout)
 
 
@@ -351,8 +429,15 @@ def start_endpoint(name: str, *, wait: bool = True, wait_timeout: float = 300.0)
         if record.status in ACTIVE_STATUSES and _supervisor_alive(record.supervisor_pid, name):
             raise ValueError(f"endpoint {name} is already running ({record.status})")
         config = r.config(record.current_config_name or record.config_name)
-        r.update_endpoint(name, status="Creating", config_name=config.name, stop_requested=0, failure_reason=None,
-                          generation=record.generation + 1, supervisor_pid=None)
+        r.update_endpoint(
+            name,
+            status="Creating",
+            config_name=config.name,
+            stop_requested=0,
+            failure_reason=None,
+            generation=record.generation + 1,
+            supervisor_pid=None,
+        )
         with_current = {v.variant_name: v for v in r.variants(name)}
         if set(with_current) != {v.variant_name for v in config.variants}:
             r.replace_variants(name, config, {})
@@ -371,10 +456,8 @@ def _stop(name: str, how: int, timeout: float) -> None:
         pid = record.supervisor_pid
         if pid and _supervisor_alive(pid, name):
             r.update_endpoint(name, stop_requested=how, status="Deleting" if how == DELETE else record.status)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             deadline = time.monotonic() + timeout
             while _supervisor_alive(pid, name) and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -399,10 +482,8 @@ def _stop(name: str, how: int, timeout: float) -> None:
 
 def _kill_group(pid: int) -> None:
     """SIGKILL what is left of a supervisor's process group (its routers and instances)."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _supervisor_alive(pid: int | None, name: str) -> bool:
@@ -431,8 +512,10 @@ def _require_running(record) -> None:
 
 def _check_name(name: str, what: str) -> None:
     if not name or len(name) > 63 or not all(c.isalnum() or c == "-" for c in name) or name.startswith("-"):
-        raise ValueError(f"{what} name {name!r}: 1-63 letters, digits and hyphens, not starting with a hyphen "
-                         "(as SageMaker requires)")
+        raise ValueError(
+            f"{what} name {name!r}: 1-63 letters, digits and hyphens, not starting with a hyphen "
+            "(as SageMaker requires)"
+        )
 
 
 class _closing:

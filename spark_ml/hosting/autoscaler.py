@@ -52,8 +52,11 @@ class TargetTracker:
         p = self.policy
         if current < p.min_capacity or current > p.max_capacity:
             target = min(max(current, p.min_capacity), p.max_capacity)
-            return self._record(now, current, Decision(target, f"capacity {current} outside {p.min_capacity}.."
-                                                                 f"{p.max_capacity}"))
+            return self._record(
+                now,
+                current,
+                Decision(target, f"capacity {current} outside {p.min_capacity}..{p.max_capacity}"),
+            )
         rate = self.rate_per_minute(now)
         if rate is None:
             return None
@@ -62,18 +65,31 @@ class TargetTracker:
         if wanted_out > current:
             if now - self.last_scale_out < p.scale_out_cooldown:
                 return None
-            return self._record(now, current, Decision(
-                wanted_out, f"{per_instance:.1f} invocations/instance/min > target {p.target_value:g}"))
+            return self._record(
+                now,
+                current,
+                Decision(
+                    wanted_out, f"{per_instance:.1f} invocations/instance/min > target {p.target_value:g}"
+                ),
+            )
         if p.disable_scale_in:
             return None
-        wanted_in = min(max(math.ceil(rate / (p.target_value * (1 - p.scale_in_margin)) - 1e-9), p.min_capacity),
-                        p.max_capacity)
+        wanted_in = min(
+            max(math.ceil(rate / (p.target_value * (1 - p.scale_in_margin)) - 1e-9), p.min_capacity),
+            p.max_capacity,
+        )
         if wanted_in < current:
             if now - max(self.last_scale_in, self.last_scale_out) < p.scale_in_cooldown:
                 return None
-            return self._record(now, current, Decision(
-                wanted_in, f"{per_instance:.1f} invocations/instance/min; {wanted_in} instance(s) stay below "
-                           f"target {p.target_value:g}"))
+            return self._record(
+                now,
+                current,
+                Decision(
+                    wanted_in,
+                    f"{per_instance:.1f} invocations/instance/min; {wanted_in} instance(s) stay below "
+                    f"target {p.target_value:g}",
+                ),
+            )
         return None
 
     def _record(self, now: float, current: int, decision: Decision) -> Decision:

@@ -18,7 +18,9 @@ class InvocationError(RuntimeError):
     def __init__(self, status: int, body: bytes, variant: str | None):
         self.status, self.body, self.variant = status, body, variant
         text = body.decode("utf-8", "replace")[:2000]
-        super().__init__(f"endpoint answered {status}" + (f" (variant {variant})" if variant else "") + f": {text}")
+        super().__init__(
+            f"endpoint answered {status}" + (f" (variant {variant})" if variant else "") + f": {text}"
+        )
 
 
 @dataclass
@@ -67,9 +69,16 @@ def session() -> requests.Session:
     return s
 
 
-def invoke_endpoint(endpoint: str | Target, body: bytes | str, content_type: str, accept: str | None = None,
-                    target_variant: str | None = None, custom_attributes: str | None = None,
-                    timeout: float = 60.0, token: str | None = None) -> Invocation:
+def invoke_endpoint(
+    endpoint: str | Target,
+    body: bytes | str,
+    content_type: str,
+    accept: str | None = None,
+    target_variant: str | None = None,
+    custom_attributes: str | None = None,
+    timeout: float = 60.0,
+    token: str | None = None,
+) -> Invocation:
     """POST one request to ``/invocations``; raises :class:`InvocationError` for a non-2xx answer."""
     target = endpoint if isinstance(endpoint, Target) else resolve(endpoint, token)
     headers = {"Content-Type": content_type, **target.headers()}
@@ -87,7 +96,9 @@ def invoke_endpoint(endpoint: str | Target, body: bytes | str, content_type: str
     return Invocation(resp.content, resp.headers.get("Content-Type", ""), variant, resp.status_code)
 
 
-def endpoint_metrics(endpoint: str | Target, token: str | None = None, timeout: float = 10.0) -> dict[str, VariantMetrics]:
+def endpoint_metrics(
+    endpoint: str | Target, token: str | None = None, timeout: float = 10.0
+) -> dict[str, VariantMetrics]:
     """Per-variant invocations, errors and latencies from the endpoint's ``/metrics``."""
     target = endpoint if isinstance(endpoint, Target) else resolve(endpoint, token)
     resp = session().get(target.url + "/metrics", headers=target.headers(), timeout=timeout)
@@ -96,12 +107,14 @@ def endpoint_metrics(endpoint: str | Target, token: str | None = None, timeout: 
 
 
 def endpoint_metadata(endpoint: str | Target, token: str | None = None, timeout: float = 30.0) -> dict:
-    """``{variant: model metadata}`` (algorithm, feature_dim, outputs) as each variant's instances report it."""
+    """``{variant: model metadata}`` (algorithm, feature_dim, outputs) as each variant reports it."""
     target = endpoint if isinstance(endpoint, Target) else resolve(endpoint, token)
     resp = session().get(target.url + "/metadata", headers=target.headers(), timeout=timeout)
     if resp.status_code == 404:
-        raise RuntimeError(f"{target.url} has no /metadata (not a spark_ml endpoint); give the deserializer "
-                           "its outputs explicitly")
+        raise RuntimeError(
+            f"{target.url} has no /metadata (not a spark_ml endpoint); give the deserializer "
+            "its outputs explicitly"
+        )
     resp.raise_for_status()
     doc = resp.json()
     return doc.get("variants", {"": doc}) if "variants" in doc else {"": doc}

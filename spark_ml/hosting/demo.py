@@ -5,9 +5,16 @@ from __future__ import annotations
 import time
 
 
-def run_ab_demo(df, models: dict[str, str], endpoint_name: str = "spark-ml-demo", features_col: str = "features",
-                instance_count: int = 1, keep: bool = False, environment: dict[str, str] | None = None,
-                print_fn=print) -> dict:
+def run_ab_demo(
+    df,
+    models: dict[str, str],
+    endpoint_name: str = "spark-ml-demo",
+    features_col: str = "features",
+    instance_count: int = 1,
+    keep: bool = False,
+    environment: dict[str, str] | None = None,
+    print_fn=print,
+) -> dict:
     """Deploy ``{variant: model artifact}`` 50/50 (equal weights), score ``df`` through the endpoint, print
     the traffic split and latencies from the endpoint's metrics; deletes the endpoint unless ``keep``.
 
@@ -19,10 +26,18 @@ def run_ab_demo(df, models: dict[str, str], endpoint_name: str = "spark-ml-demo"
     from .deployment import deploy_variants
 
     started = time.perf_counter()
-    model = deploy_variants(endpoint_name, {v: (path, instance_count, 1.0) for v, path in models.items()},
-                            environment=environment, featuresCol=features_col, variantCol="variant",
-                            maxBatchRows=max(1, df.count() // 64 or 1))
-    print_fn(f"endpoint {endpoint_name} up with variants {', '.join(models)} in {time.perf_counter() - started:.1f} s")
+    model = deploy_variants(
+        endpoint_name,
+        {v: (path, instance_count, 1.0) for v, path in models.items()},
+        environment=environment,
+        featuresCol=features_col,
+        variantCol="variant",
+        maxBatchRows=max(1, df.count() // 64 or 1),
+    )
+    print_fn(
+        f"endpoint {endpoint_name} up with variants {', '.join(models)} "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
     try:
         started = time.perf_counter()
         scored = model.transform(df).cache()

@@ -47,10 +47,21 @@ def model_location(model) -> str:
     raise TypeError(f"cannot find the artifact of a {type(model).__name__}; pass its path or a Model")
 
 
-def deploy(model, endpoint_name: str, instance_count: int = 1, variant_name: str = "AllTraffic",
-           initial_weight: float = 1.0, *, creation_policy: str = CREATE_ON_CONSTRUCT, model_name: str | None = None,
-           environment: dict[str, str] | None = None, features_col: str = "features", wait_timeout: float = 300.0,
-           endpoint_options: dict | None = None, **transformer_params):
+def deploy(
+    model,
+    endpoint_name: str,
+    instance_count: int = 1,
+    variant_name: str = "AllTraffic",
+    initial_weight: float = 1.0,
+    *,
+    creation_policy: str = CREATE_ON_CONSTRUCT,
+    model_name: str | None = None,
+    environment: dict[str, str] | None = None,
+    features_col: str = "features",
+    wait_timeout: float = 300.0,
+    endpoint_options: dict | None = None,
+    **transformer_params,
+):
     """Host ``model`` as variant ``variant_name`` of ``endpoint_name``; returns an :class:`EndpointModel`.
 
     ``endpoint_options`` go to :func:`create_endpoint` (host, port, auth_token, router_workers, …);
@@ -71,8 +82,17 @@ def deploy(model, endpoint_name: str, instance_count: int = 1, variant_name: str
 
     def create() -> None:
         where = location or model_location(model)
-        ensure_variant(where, endpoint_name, variant_name, instance_count, initial_weight, model_name=model_name,
-                       environment=environment, wait_timeout=wait_timeout, endpoint_options=endpoint_options)
+        ensure_variant(
+            where,
+            endpoint_name,
+            variant_name,
+            instance_count,
+            initial_weight,
+            model_name=model_name,
+            environment=environment,
+            wait_timeout=wait_timeout,
+            endpoint_options=endpoint_options,
+        )
         if token is True:
             transformer.setAuthToken(api.endpoint_token(endpoint_name))
 
@@ -83,10 +103,18 @@ def deploy(model, endpoint_name: str, instance_count: int = 1, variant_name: str
     return transformer
 
 
-def ensure_variant(location: str, endpoint_name: str, variant_name: str = "AllTraffic", instance_count: int = 1,
-                   initial_weight: float = 1.0, *, model_name: str | None = None,
-                   environment: dict[str, str] | None = None, wait_timeout: float = 300.0,
-                   endpoint_options: dict | None = None) -> api.EndpointDescription:
+def ensure_variant(
+    location: str,
+    endpoint_name: str,
+    variant_name: str = "AllTraffic",
+    instance_count: int = 1,
+    initial_weight: float = 1.0,
+    *,
+    model_name: str | None = None,
+    environment: dict[str, str] | None = None,
+    wait_timeout: float = 300.0,
+    endpoint_options: dict | None = None,
+) -> api.EndpointDescription:
     """Create the endpoint with this variant, or move an existing endpoint to a config that has it."""
     suffix = uuid.uuid4().hex[:8]
     model_name = model_name or f"{endpoint_name}-{variant_name}-{suffix}".replace("_", "-")[:63]
@@ -97,16 +125,32 @@ def ensure_variant(location: str, endpoint_name: str, variant_name: str = "AllTr
         current = api.describe_endpoint(endpoint_name)
     except NotFound:
         api.create_endpoint_config(config_name, [variant])
-        return api.create_endpoint(endpoint_name, config_name, wait_timeout=wait_timeout, **(endpoint_options or {}))
-    variants = [ProductionVariant(v.variant_name, v.model, max(v.current_instance_count, v.desired_instance_count, 1),
-                                  v.desired_weight)
-                for v in current.variants if v.variant_name != variant_name]
+        return api.create_endpoint(
+            endpoint_name, config_name, wait_timeout=wait_timeout, **(endpoint_options or {})
+        )
+    variants = [
+        ProductionVariant(
+            v.variant_name,
+            v.model,
+            max(v.current_instance_count, v.desired_instance_count, 1),
+            v.desired_weight,
+        )
+        for v in current.variants
+        if v.variant_name != variant_name
+    ]
     api.create_endpoint_config(config_name, variants + [variant])
     return api.update_endpoint(endpoint_name, config_name, wait_timeout=wait_timeout)
 
 
-def deploy_variants(endpoint_name: str, variants: dict[str, tuple], *, environment: dict[str, str] | None = None,
-                    wait_timeout: float = 300.0, endpoint_options: dict | None = None, **transformer_params):
+def deploy_variants(
+    endpoint_name: str,
+    variants: dict[str, tuple],
+    *,
+    environment: dict[str, str] | None = None,
+    wait_timeout: float = 300.0,
+    endpoint_options: dict | None = None,
+    **transformer_params,
+):
     """Create an endpoint with several variants at once: ``{variant: (model, instance_count, weight)}``.
 
     The A/B form of :func:`deploy` (one start instead of one update per added variant).

@@ -13,6 +13,7 @@ then SIGKILL after the grace period, as SageMaker does.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -66,8 +67,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def start(model: HostedModel, variant: str, run_dir: str, threads: int = 1, max_payload_mb: float = 6.0,
-          graceful_timeout: float = 30.0) -> Instance:
+def start(
+    model: HostedModel,
+    variant: str,
+    run_dir: str,
+    threads: int = 1,
+    max_payload_mb: float = 6.0,
+    graceful_timeout: float = 30.0,
+) -> Instance:
     instance_id = f"{variant}-{uuid.uuid4().hex[:8]}"
     if model.kind == "url":
         return Instance(instance_id, variant, model, None, model.url.rstrip("/"), None)
@@ -82,19 +89,42 @@ def start(model: HostedModel, variant: str, run_dir: str, threads: int = 1, max_
     if model.kind == "artifact":
         ready_file = os.path.join(run_dir, "instances", f"{instance_id}.json")
         os.makedirs(os.path.dirname(ready_file), exist_ok=True)
-        argv = [sys.executable, "-m", "algorithms.serving", "--model", model.model_data, "--host", "127.0.0.1",
-                "--port", "0", "--threads", str(threads), "--max-payload-mb", str(max_payload_mb),
-                "--ready-file", ready_file, "--parent-pid", str(os.getpid()),
-                "--graceful-timeout", str(graceful_timeout)]
+        argv = [
+            sys.executable,
+            "-m",
+            "algorithms.serving",
+            "--model",
+            model.model_data,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--threads",
+            str(threads),
+            "--max-payload-mb",
+            str(max_payload_mb),
+            "--ready-file",
+            ready_file,
+            "--parent-pid",
+            str(os.getpid()),
+            "--graceful-timeout",
+            str(graceful_timeout),
+        ]
     else:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env.update(SAGEMAKER_BIND_TO_PORT=str(port), SAGEMAKER_HTTP_PORT=str(port),
-                   SM_MODEL_DIR=model.model_data or "", SPARK_ML_PARENT_PID=str(os.getpid()))
+        env.update(
+            SAGEMAKER_BIND_TO_PORT=str(port),
+            SAGEMAKER_HTTP_PORT=str(port),
+            SM_MODEL_DIR=model.model_data or "",
+            SPARK_ML_PARENT_PID=str(os.getpid()),
+        )
         fill = {"{port}": str(port), "{model_dir}": model.model_data or ""}
         argv = [_fill(arg, fill) for arg in model.command]
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     return Instance(instance_id, variant, model, process, url, log_path, ready_file)
 
 
@@ -108,8 +138,10 @@ def poll_ready(inst: Instance) -> bool:
     """True once the instance answers /ping; raises InstanceFailed when its process has exited."""
     code = inst.exited()
     if code is not None:
-        raise InstanceFailed(f"instance {inst.instance_id} ({inst.model.name}) exited with code {code} while "
-                             f"starting: {tail(inst.log_path)}")
+        raise InstanceFailed(
+            f"instance {inst.instance_id} ({inst.model.name}) exited with code {code} while "
+            f"starting: {tail(inst.log_path)}"
+        )
     if inst.url is None:
         if not inst.ready_file or not os.path.exists(inst.ready_file):
             return False
@@ -129,8 +161,10 @@ def wait_ready(instances: list[Instance], timeout: float) -> None:
                 break
             if time.monotonic() > deadline:
                 names = ", ".join(i.instance_id for i in pending)
-                raise InstanceFailed(f"instance(s) {names} did not answer /ping within {timeout:g} s: "
-                                     f"{tail(pending[0].log_path)}")
+                raise InstanceFailed(
+                    f"instance(s) {names} did not answer /ping within {timeout:g} s: "
+                    f"{tail(pending[0].log_path)}"
+                )
             time.sleep(0.05)
     except BaseException:
         for inst in instances:
@@ -157,20 +191,16 @@ def ping(url: str, timeout: float = 2.0) -> bool:
 def terminate(inst: Instance) -> None:
     """SIGTERM: the server stops accepting and finishes what it has."""
     if inst.process is not None and inst.process.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             inst.process.send_signal(signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     if inst.term_sent_at is None:
         inst.term_sent_at = time.monotonic()
 
 
 def kill(inst: Instance) -> None:
     if inst.process is not None and inst.process.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             inst.process.kill()
-        except ProcessLookupError:
-            pass
 
 
 def wait_exited(instances: list[Instance], grace: float) -> None:

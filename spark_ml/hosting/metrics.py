@@ -23,8 +23,28 @@ INSTANCES = "spark_ml_endpoint_instances"
 WEIGHT = "spark_ml_endpoint_variant_weight"
 NO_VARIANT = "-"  # label of requests rejected before a variant was chosen (auth, size)
 
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                   0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 
 
 class RouterMetrics:
@@ -38,11 +58,18 @@ class RouterMetrics:
         self.invocations = Counter(INVOCATIONS, "Requests routed to a variant", labels)
         self.errors_4xx = Counter(ERRORS_4XX, "Requests answered with a 4xx status", labels)
         self.errors_5xx = Counter(ERRORS_5XX, "Requests answered with a 5xx status", labels)
-        self.retries = Counter(RETRIES, "Attempts repeated on another instance after a connection failure", labels)
-        self.model_latency = Histogram(MODEL_LATENCY, "Round trip from the router to the instance",
-                                       labels, buckets=LATENCY_BUCKETS)
-        self.overhead_latency = Histogram(OVERHEAD_LATENCY, "Time in the router besides the model's round trip",
-                                          labels, buckets=LATENCY_BUCKETS)
+        self.retries = Counter(
+            RETRIES, "Attempts repeated on another instance after a connection failure", labels
+        )
+        self.model_latency = Histogram(
+            MODEL_LATENCY, "Round trip from the router to the instance", labels, buckets=LATENCY_BUCKETS
+        )
+        self.overhead_latency = Histogram(
+            OVERHEAD_LATENCY,
+            "Time in the router besides the model's round trip",
+            labels,
+            buckets=LATENCY_BUCKETS,
+        )
         self._children: dict[str, tuple] = {}
 
     def of(self, variant: str):
@@ -50,9 +77,14 @@ class RouterMetrics:
         children = self._children.get(variant)
         if children is None:
             key = (self.endpoint, variant)
-            children = (self.invocations.labels(*key), self.errors_4xx.labels(*key), self.errors_5xx.labels(*key),
-                        self.retries.labels(*key), self.model_latency.labels(*key),
-                        self.overhead_latency.labels(*key))
+            children = (
+                self.invocations.labels(*key),
+                self.errors_4xx.labels(*key),
+                self.errors_5xx.labels(*key),
+                self.retries.labels(*key),
+                self.model_latency.labels(*key),
+                self.overhead_latency.labels(*key),
+            )
             self._children[variant] = children
         return children
 
@@ -78,8 +110,12 @@ class TableCollector:
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
 
-        instances = GaugeMetricFamily(INSTANCES, "Instances serving a variant", labels=["endpoint", "variant"])
-        weight = GaugeMetricFamily(WEIGHT, "Current traffic weight of a variant", labels=["endpoint", "variant"])
+        instances = GaugeMetricFamily(
+            INSTANCES, "Instances serving a variant", labels=["endpoint", "variant"]
+        )
+        weight = GaugeMetricFamily(
+            WEIGHT, "Current traffic weight of a variant", labels=["endpoint", "variant"]
+        )
         for v in self.table.variants:
             instances.add_metric([self.endpoint, v.name], len(v.instances))
             weight.add_metric([self.endpoint, v.name], v.weight)
@@ -128,9 +164,14 @@ def parse(text: str) -> dict[str, VariantMetrics]:
     sums: dict[tuple[str, str], float] = defaultdict(float)
     counts: dict[tuple[str, str], float] = defaultdict(float)
     buckets: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    scalar = {INVOCATIONS + "_total": "invocations", ERRORS_4XX + "_total": "errors_4xx",
-              ERRORS_5XX + "_total": "errors_5xx", RETRIES + "_total": "retries", INSTANCES: "instances",
-              WEIGHT: "weight"}
+    scalar = {
+        INVOCATIONS + "_total": "invocations",
+        ERRORS_4XX + "_total": "errors_4xx",
+        ERRORS_5XX + "_total": "errors_5xx",
+        RETRIES + "_total": "retries",
+        INSTANCES: "instances",
+        WEIGHT: "weight",
+    }
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             variant = s.labels.get("variant")
@@ -146,7 +187,10 @@ def parse(text: str) -> dict[str, VariantMetrics]:
             elif s.name == MODEL_LATENCY + "_bucket":
                 buckets[variant].append((float(s.labels["le"]), s.value))
     for variant, vm in out.items():
-        for name, attr in ((MODEL_LATENCY, "model_latency_mean_ms"), (OVERHEAD_LATENCY, "overhead_latency_mean_ms")):
+        for name, attr in (
+            (MODEL_LATENCY, "model_latency_mean_ms"),
+            (OVERHEAD_LATENCY, "overhead_latency_mean_ms"),
+        ):
             n = counts.get((name, variant), 0.0)
             if n:
                 setattr(vm, attr, 1e3 * sums[(name, variant)] / n)

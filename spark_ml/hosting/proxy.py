@@ -41,9 +41,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool = pool
         self.transport = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future | None = None
+        self.callback = None  # callback(response, error) for the request in flight
         self.response: Response | None = None
-        self.header_name = b""
         self.closed = False
 
     # asyncio.Protocol
@@ -80,19 +79,34 @@ class UpstreamConnection(asyncio.Protocol):
         self.response.chunks.append(body)
 
     def on_message_complete(self) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(self.response)
+        callback, self.callback = self.callback, None
+        if callback is not None:
+            callback(self.response, None)
 
     def _fail(self, exc: Exception) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+        callback, self.callback = self.callback, None
+        if callback is not None:
+            callback(None, exc)
 
-    async def request(self, head: bytes, chunks: list[bytes]) -> Response:
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(b"".join([head, *chunks]))  # one send: cheaper than a syscall per chunk
-        return await self.waiter
+    def send(self, payload: bytes, callback) -> None:
+        """Write a whole request; ``callback(response, None)`` or ``callback(None, error)`` follows."""
+        self.callback = callback
+        self.transport.write(payload)
+
+    def abandon(self) -> None:
+        """Give up on the request in flight (timeout): the connection cannot be reused."""
+        self.callback = None
+        self.transport.close()
+
+    async def request(self, payload: bytes) -> Response:
+        waiter = asyncio.get_running_loop().create_future()
+
+        def done(response, error):
+            if not waiter.done():
+                waiter.set_exception(error) if error else waiter.set_result(response)
+
+        self.send(payload, done)
+        return await waiter
 
 
 class UpstreamPool:
@@ -102,11 +116,17 @@ class UpstreamPool:
         self.host, self.port = host, port
         self.idle: deque[UpstreamConnection] = deque()
 
-    async def acquire(self) -> UpstreamConnection:
+    def idle_connection(self) -> UpstreamConnection | None:
         while self.idle:
             conn = self.idle.pop()
             if not conn.closed:
                 return conn
+        return None
+
+    async def acquire(self) -> UpstreamConnection:
+        conn = self.idle_connection()
+        if conn is not None:
+            return conn
         loop = asyncio.get_running_loop()
         try:
             _, conn = await loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)
@@ -125,19 +145,40 @@ class UpstreamPool:
             self.idle.pop().transport.close()
 
 
-async def exchange(pool: UpstreamPool, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]],
-                   chunks: list[bytes], size: int, timeout: float) -> Response:
-    """One request to an instance; raises UpstreamError (retryable) or asyncio.TimeoutError."""
-    conn = await pool.acquire()
-    lines = [method, b" ", path, b" HTTP/1.1\r\nhost: ", pool.host.encode(), b"\r\ncontent-length: ",
-             str(size).encode(), b"\r\n"]
+def request_bytes(
+    method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], chunks: list[bytes], size: int
+) -> bytes:
+    """A whole HTTP/1.1 request, head and body in one buffer (one send)."""
+    lines = [
+        method,
+        b" ",
+        path,
+        b" HTTP/1.1\r\nhost: instance\r\ncontent-length: ",
+        str(size).encode(),
+        b"\r\n",
+    ]
     for name, value in headers:
         lines += [name, b": ", value, b"\r\n"]
     lines.append(b"\r\n")
+    lines.extend(chunks)
+    return b"".join(lines)
+
+
+async def exchange(
+    pool: UpstreamPool,
+    method: bytes,
+    path: bytes,
+    headers: list[tuple[bytes, bytes]],
+    chunks: list[bytes],
+    size: int,
+    timeout: float,
+) -> Response:
+    """One request to an instance as a coroutine (rare paths); raises UpstreamError or TimeoutError."""
+    conn = await pool.acquire()
     reusable = False
     try:
         async with asyncio.timeout(timeout):
-            response = await conn.request(b"".join(lines), chunks)
+            response = await conn.request(request_bytes(method, path, headers, chunks, size))
         reusable = response.keep_alive
         return response
     finally:
@@ -205,28 +246,47 @@ class DownstreamConnection(asyncio.Protocol):
         request, self.request = self.request, None
         self.transport.pause_reading()  # one request at a time per connection; pipelined ones wait
         self.busy = True
-        asyncio.ensure_future(self._handle(request))
-
-    async def _handle(self, request: Request) -> None:
         try:
-            await self.handler(self, request)
-        except Exception as exc:  # a router bug must not leave the client hanging
-            import logging
+            self.handler(self, request)  # answers now or later, then calls done()
+        except Exception as exc:
+            self.fail(exc)
 
-            logging.getLogger("spark_ml.hosting.router").exception("request failed")
-            self.reply(500, b'{"error": "router error: %s"}' % type(exc).__name__.encode(), close=True)
+    def fail(self, exc: Exception) -> None:
+        """A router bug must not leave the client hanging."""
+        import logging
+
+        logging.getLogger("spark_ml.hosting.router").error("request failed", exc_info=exc)
+        self.reply(500, b'{"error": "router error: %s"}' % type(exc).__name__.encode(), close=True)
+        self.done()
+
+    def done(self) -> None:
         self.busy = False
         if not self.closing:
             self.transport.resume_reading()
 
-    def reply(self, status: int, body: bytes | list[bytes], content_type: bytes = b"application/json",
-              extra: list[tuple[bytes, bytes]] | None = None, close: bool = False) -> None:
+    def reply(
+        self,
+        status: int,
+        body: bytes | list[bytes],
+        content_type: bytes = b"application/json",
+        extra: list[tuple[bytes, bytes]] | None = None,
+        close: bool = False,
+    ) -> None:
         if self.closing:
             return
         chunks = body if isinstance(body, list) else [body]
         size = sum(len(c) for c in chunks)
-        head = [b"HTTP/1.1 ", str(status).encode(), b" ", REASONS.get(status, b""), b"\r\ncontent-type: ", content_type,
-                b"\r\ncontent-length: ", str(size).encode(), b"\r\n"]
+        head = [
+            b"HTTP/1.1 ",
+            str(status).encode(),
+            b" ",
+            REASONS.get(status, b""),
+            b"\r\ncontent-type: ",
+            content_type,
+            b"\r\ncontent-length: ",
+            str(size).encode(),
+            b"\r\n",
+        ]
         for name, value in extra or ():
             head += [name, b": ", value, b"\r\n"]
         if close:

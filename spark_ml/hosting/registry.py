@@ -86,7 +86,13 @@ CREATE TABLE IF NOT EXISTS hosting_scaling_activities (
 
 # Endpoint statuses, as SageMaker names them.
 CREATING, IN_SERVICE, UPDATING, SYSTEM_UPDATING, DELETING, FAILED = (
-    "Creating", "InService", "Updating", "SystemUpdating", "Deleting", "Failed")
+    "Creating",
+    "InService",
+    "Updating",
+    "SystemUpdating",
+    "Deleting",
+    "Failed",
+)
 OUT_OF_SERVICE = "OutOfService"  # stopped: kept in the registry, no processes
 STOP, DELETE = 1, 2  # values of stop_requested
 ACTIVE_STATUSES = (CREATING, IN_SERVICE, UPDATING, SYSTEM_UPDATING, DELETING)
@@ -111,15 +117,19 @@ class ProductionVariant:
         if not self.model:
             raise ValueError(f"variant {self.variant_name}: model (a registered model's name) is required")
         if int(self.initial_instance_count) < 1:
-            raise ValueError(f"variant {self.variant_name}: initial_instance_count must be >= 1, "
-                             f"got {self.initial_instance_count}")
+            raise ValueError(
+                f"variant {self.variant_name}: initial_instance_count must be >= 1, "
+                f"got {self.initial_instance_count}"
+            )
         if not float(self.initial_weight) >= 0:
-            raise ValueError(f"variant {self.variant_name}: initial_weight must be >= 0, got {self.initial_weight}")
+            raise ValueError(
+                f"variant {self.variant_name}: initial_weight must be >= 0, got {self.initial_weight}"
+            )
 
 
 @dataclass
 class HostedModel:
-    """A model endpoints can serve: an artifact (``model_data``), a server command, or a running server's URL."""
+    """A servable model: an artifact (``model_data``), a server command, or a running server's URL."""
 
     name: str
     model_data: str | None = None
@@ -157,7 +167,9 @@ class ScalingPolicy:
         if not self.target_value > 0:
             raise ValueError(f"target_value must be > 0, got {self.target_value}")
         if not 1 <= int(self.min_capacity) <= int(self.max_capacity):
-            raise ValueError(f"need 1 <= min_capacity <= max_capacity, got {self.min_capacity}..{self.max_capacity}")
+            raise ValueError(
+                f"need 1 <= min_capacity <= max_capacity, got {self.min_capacity}..{self.max_capacity}"
+            )
         for name in ("scale_in_cooldown", "scale_out_cooldown"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -225,8 +237,15 @@ class Registry:
         try:
             self.conn.execute(
                 "INSERT INTO hosting_models VALUES (?, ?, ?, ?, ?, ?)",
-                (model.name, model.model_data, json.dumps(model.command) if model.command else None, model.url,
-                 json.dumps(model.environment), model.created_at))
+                (
+                    model.name,
+                    model.model_data,
+                    json.dumps(model.command) if model.command else None,
+                    model.url,
+                    json.dumps(model.environment),
+                    model.created_at,
+                ),
+            )
         except sqlite3.IntegrityError:
             raise ValueError(f"a model named {model.name!r} already exists") from None
         return model
@@ -248,8 +267,10 @@ class Registry:
     def add_config(self, config: EndpointConfig) -> EndpointConfig:
         config.created_at = config.created_at or time.time()
         try:
-            self.conn.execute("INSERT INTO hosting_endpoint_configs VALUES (?, ?, ?)",
-                              (config.name, json.dumps([asdict(v) for v in config.variants]), config.created_at))
+            self.conn.execute(
+                "INSERT INTO hosting_endpoint_configs VALUES (?, ?, ?)",
+                (config.name, json.dumps([asdict(v) for v in config.variants]), config.created_at),
+            )
         except sqlite3.IntegrityError:
             raise ValueError(f"an endpoint config named {config.name!r} already exists") from None
         return config
@@ -268,15 +289,23 @@ class Registry:
         self.conn.execute("DELETE FROM hosting_endpoint_configs WHERE name = ?", (name,))
 
     # endpoints -------------------------------------------------------------------------------------
-    def add_endpoint(self, name: str, config: EndpointConfig, host: str, port: int, token: str | None,
-                     settings: dict[str, Any]) -> None:
+    def add_endpoint(
+        self,
+        name: str,
+        config: EndpointConfig,
+        host: str,
+        port: int,
+        token: str | None,
+        settings: dict[str, Any],
+    ) -> None:
         now = time.time()
         with transaction(self.conn):
             try:
                 self.conn.execute(
                     "INSERT INTO hosting_endpoints (name, config_name, status, host, port, token, settings, "
                     "generation, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
-                    (name, config.name, CREATING, host, port, token, json.dumps(settings), now, now))
+                    (name, config.name, CREATING, host, port, token, json.dumps(settings), now, now),
+                )
             except sqlite3.IntegrityError:
                 raise ValueError(f"an endpoint named {name!r} already exists") from None
             self._set_variants(name, config)
@@ -286,9 +315,10 @@ class Registry:
         self.conn.execute("DELETE FROM hosting_variants WHERE endpoint = ?", (name,))
         for v in config.variants:
             self.conn.execute(
-                "INSERT INTO hosting_variants (endpoint, variant_name, model, desired_weight, desired_instance_count)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (name, v.variant_name, v.model, float(v.initial_weight), int(v.initial_instance_count)))
+                "INSERT INTO hosting_variants (endpoint, variant_name, model, desired_weight, "
+                "desired_instance_count) VALUES (?, ?, ?, ?, ?)",
+                (name, v.variant_name, v.model, float(v.initial_weight), int(v.initial_instance_count)),
+            )
 
     def endpoint(self, name: str) -> EndpointRecord:
         row = self.conn.execute("SELECT * FROM hosting_endpoints WHERE name = ?", (name,)).fetchone()
@@ -312,7 +342,9 @@ class Registry:
             self.endpoint(name)
             self.conn.execute(
                 "UPDATE hosting_endpoints SET config_name = ?, status = ?, generation = generation + 1, "
-                "failure_reason = NULL, updated_at = ? WHERE name = ?", (config.name, UPDATING, time.time(), name))
+                "failure_reason = NULL, updated_at = ? WHERE name = ?",
+                (config.name, UPDATING, time.time(), name),
+            )
             return self.endpoint(name).generation
 
     def request_capacity(self, name: str, changes: dict[str, dict[str, float | int]]) -> int:
@@ -322,30 +354,48 @@ class Registry:
             known = {v.variant_name for v in self.variants(name)}
             for variant, change in changes.items():
                 if variant not in known:
-                    raise ValueError(f"endpoint {name!r} has no variant {variant!r} (variants: {sorted(known)})")
+                    raise ValueError(
+                        f"endpoint {name!r} has no variant {variant!r} (variants: {sorted(known)})"
+                    )
                 if "weight" in change:
-                    self.conn.execute("UPDATE hosting_variants SET desired_weight = ? WHERE endpoint = ? AND "
-                                      "variant_name = ?", (float(change["weight"]), name, variant))
+                    self.conn.execute(
+                        "UPDATE hosting_variants SET desired_weight = ? WHERE endpoint = ? AND "
+                        "variant_name = ?",
+                        (float(change["weight"]), name, variant),
+                    )
                 if "instance_count" in change:
-                    self.conn.execute("UPDATE hosting_variants SET desired_instance_count = ? WHERE endpoint = ? "
-                                      "AND variant_name = ?", (int(change["instance_count"]), name, variant))
-            self.conn.execute("UPDATE hosting_endpoints SET generation = generation + 1, updated_at = ? "
-                              "WHERE name = ?", (time.time(), name))
+                    self.conn.execute(
+                        "UPDATE hosting_variants SET desired_instance_count = ? WHERE endpoint = ? "
+                        "AND variant_name = ?",
+                        (int(change["instance_count"]), name, variant),
+                    )
+            self.conn.execute(
+                "UPDATE hosting_endpoints SET generation = generation + 1, updated_at = ? WHERE name = ?",
+                (time.time(), name),
+            )
             return self.endpoint(name).generation
 
     def delete_endpoint(self, name: str) -> None:
         with transaction(self.conn):
-            for table in ("hosting_variants", "hosting_instances", "hosting_scaling_policies",
-                          "hosting_scaling_activities"):
+            for table in (
+                "hosting_variants",
+                "hosting_instances",
+                "hosting_scaling_policies",
+                "hosting_scaling_activities",
+            ):
                 self.conn.execute(f"DELETE FROM {table} WHERE endpoint = ?", (name,))
             self.conn.execute("DELETE FROM hosting_endpoints WHERE name = ?", (name,))
 
     # variants and instances ------------------------------------------------------------------------
     def variants(self, endpoint: str) -> list[VariantRecord]:
-        rows = self.conn.execute("SELECT * FROM hosting_variants WHERE endpoint = ? ORDER BY rowid", (endpoint,))
+        rows = self.conn.execute(
+            "SELECT * FROM hosting_variants WHERE endpoint = ? ORDER BY rowid", (endpoint,)
+        )
         return [VariantRecord(**dict(r)) for r in rows]
 
-    def replace_variants(self, endpoint: str, config: EndpointConfig, current: dict[str, tuple[float, int]]) -> None:
+    def replace_variants(
+        self, endpoint: str, config: EndpointConfig, current: dict[str, tuple[float, int]]
+    ) -> None:
         """After an update: the config's variants, with their current weight and instance count."""
         with transaction(self.conn):
             self._set_variants(endpoint, config)
@@ -353,54 +403,74 @@ class Registry:
                 self.set_variant_current(endpoint, variant, weight, count)
 
     def set_variant_current(self, endpoint: str, variant: str, weight: float, count: int) -> None:
-        self.conn.execute("UPDATE hosting_variants SET current_weight = ?, current_instance_count = ? "
-                          "WHERE endpoint = ? AND variant_name = ?", (weight, count, endpoint, variant))
+        self.conn.execute(
+            "UPDATE hosting_variants SET current_weight = ?, current_instance_count = ? "
+            "WHERE endpoint = ? AND variant_name = ?",
+            (weight, count, endpoint, variant),
+        )
 
     def set_instances(self, endpoint: str, instances: list[InstanceRecord]) -> None:
         with transaction(self.conn):
             self.conn.execute("DELETE FROM hosting_instances WHERE endpoint = ?", (endpoint,))
             for i in instances:
-                self.conn.execute("INSERT INTO hosting_instances VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                  (i.endpoint, i.instance_id, i.variant_name, i.pid, i.url, i.status, i.started_at))
+                self.conn.execute(
+                    "INSERT INTO hosting_instances VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (i.endpoint, i.instance_id, i.variant_name, i.pid, i.url, i.status, i.started_at),
+                )
 
     def instances(self, endpoint: str) -> list[InstanceRecord]:
-        rows = self.conn.execute("SELECT * FROM hosting_instances WHERE endpoint = ? ORDER BY started_at", (endpoint,))
+        rows = self.conn.execute(
+            "SELECT * FROM hosting_instances WHERE endpoint = ? ORDER BY started_at", (endpoint,)
+        )
         return [InstanceRecord(**dict(r)) for r in rows]
 
     # autoscaling -----------------------------------------------------------------------------------
     def put_policy(self, endpoint: str, variant: str, policy: ScalingPolicy) -> None:
         if variant not in {v.variant_name for v in self.variants(endpoint)}:
             raise ValueError(f"endpoint {endpoint!r} has no variant {variant!r}")
-        self.conn.execute("INSERT OR REPLACE INTO hosting_scaling_policies VALUES (?, ?, ?)",
-                          (endpoint, variant, json.dumps(asdict(policy))))
+        self.conn.execute(
+            "INSERT OR REPLACE INTO hosting_scaling_policies VALUES (?, ?, ?)",
+            (endpoint, variant, json.dumps(asdict(policy))),
+        )
 
     def delete_policy(self, endpoint: str, variant: str) -> None:
-        self.conn.execute("DELETE FROM hosting_scaling_policies WHERE endpoint = ? AND variant_name = ?",
-                          (endpoint, variant))
+        self.conn.execute(
+            "DELETE FROM hosting_scaling_policies WHERE endpoint = ? AND variant_name = ?",
+            (endpoint, variant),
+        )
 
     def policies(self, endpoint: str) -> dict[str, ScalingPolicy]:
         rows = self.conn.execute("SELECT * FROM hosting_scaling_policies WHERE endpoint = ?", (endpoint,))
         return {r["variant_name"]: ScalingPolicy(**json.loads(r["policy"])) for r in rows}
 
     def add_activity(self, endpoint: str, variant: str, from_count: int, to_count: int, reason: str) -> None:
-        self.conn.execute("INSERT INTO hosting_scaling_activities VALUES (?, ?, ?, ?, ?, ?)",
-                          (endpoint, variant, time.time(), from_count, to_count, reason))
+        self.conn.execute(
+            "INSERT INTO hosting_scaling_activities VALUES (?, ?, ?, ?, ?, ?)",
+            (endpoint, variant, time.time(), from_count, to_count, reason),
+        )
 
     def activities(self, endpoint: str) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM hosting_scaling_activities WHERE endpoint = ? ORDER BY at",
-                                 (endpoint,))
+        rows = self.conn.execute(
+            "SELECT * FROM hosting_scaling_activities WHERE endpoint = ? ORDER BY at", (endpoint,)
+        )
         return [dict(r) for r in rows]
 
 
 def _model(row: sqlite3.Row) -> HostedModel:
-    return HostedModel(name=row["name"], model_data=row["model_data"],
-                       command=json.loads(row["command"]) if row["command"] else None, url=row["url"],
-                       environment=json.loads(row["environment"]), created_at=row["created_at"])
+    return HostedModel(
+        name=row["name"],
+        model_data=row["model_data"],
+        command=json.loads(row["command"]) if row["command"] else None,
+        url=row["url"],
+        environment=json.loads(row["environment"]),
+        created_at=row["created_at"],
+    )
 
 
 def _config(row: sqlite3.Row) -> EndpointConfig:
-    return EndpointConfig(row["name"], [ProductionVariant(**v) for v in json.loads(row["variants"])],
-                          row["created_at"])
+    return EndpointConfig(
+        row["name"], [ProductionVariant(**v) for v in json.loads(row["variants"])], row["created_at"]
+    )
 
 
 def _endpoint(row: sqlite3.Row) -> EndpointRecord:

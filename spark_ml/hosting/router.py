@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from .proxy import DownstreamConnection, UpstreamError, UpstreamPool, exchange
+from .proxy import DownstreamConnection, UpstreamError, UpstreamPool, exchange, request_bytes
 from .routes import Balancer, NoVariant, RoutingTable
 
 log = logging.getLogger("spark_ml.hosting.router")
@@ -43,8 +43,14 @@ def _error(message: str) -> bytes:
 class Router:
     """One router worker: routing state, upstream pools and the request handler."""
 
-    def __init__(self, endpoint: str, routes_path: str, status_dir: str, token: str | None,
-                 multiproc_dir: str | None = None):
+    def __init__(
+        self,
+        endpoint: str,
+        routes_path: str,
+        status_dir: str,
+        token: str | None,
+        multiproc_dir: str | None = None,
+    ):
         from .metrics import RouterMetrics
 
         self.endpoint = endpoint
@@ -86,8 +92,10 @@ class Router:
     def acknowledge(self) -> None:
         from algorithms.serving.server import write_json_atomic
 
-        write_json_atomic(os.path.join(self.status_dir, f"{os.getpid()}.json"),
-                          {"pid": os.getpid(), "port": self.port, "generation": self.table.generation})
+        write_json_atomic(
+            os.path.join(self.status_dir, f"{os.getpid()}.json"),
+            {"pid": os.getpid(), "port": self.port, "generation": self.table.generation},
+        )
 
     def reload(self) -> None:
         try:
@@ -122,28 +130,47 @@ class Router:
         conn = _TrackedConnection(self.handle, self.max_payload, self.connections)
         return conn
 
-    async def handle(self, conn: DownstreamConnection, request) -> None:
+    def handle(self, conn: DownstreamConnection, request) -> None:
+        """Answer a request (now, or from a callback later); every path ends with ``conn.done()``."""
         path = request.url.split(b"?", 1)[0]
         close = not request.keep_alive
         if path == b"/invocations":
             if request.method != b"POST":
                 conn.reply(405, _error("use POST /invocations"), close=close)
+                conn.done()
             else:
-                await self.invoke(conn, request)
-        elif path == b"/ping":
+                self.invoke(conn, request)
+            return
+        if path == b"/ping":
             ok = bool(self.balancer.weighted)
-            conn.reply(200 if ok else 503, b"" if ok else b"no instance is serving", b"text/plain", close=close)
+            conn.reply(
+                200 if ok else 503, b"" if ok else b"no instance is serving", b"text/plain", close=close
+            )
         elif path in (b"/metrics", b"/metadata"):
             if not self._authorized(request):
-                conn.reply(401, _error("missing or wrong bearer token (send Authorization: Bearer <token>)"),
-                           extra=[(b"www-authenticate", b"Bearer")], close=close)
+                conn.reply(
+                    401,
+                    _error("missing or wrong bearer token (send Authorization: Bearer <token>)"),
+                    extra=[(b"www-authenticate", b"Bearer")],
+                    close=close,
+                )
             elif path == b"/metrics":
-                conn.reply(200, self._render_metrics(), b"text/plain; version=0.0.4; charset=utf-8", close=close)
+                conn.reply(
+                    200, self._render_metrics(), b"text/plain; version=0.0.4; charset=utf-8", close=close
+                )
             else:
-                conn.reply(200, await self._metadata(), close=close)
+                asyncio.ensure_future(self._answer_metadata(conn, close))
+                return
         else:
-            conn.reply(404, _error(f"no route {path.decode('latin-1')}; endpoints answer /invocations, /ping, "
-                                   "/metrics, /metadata"), close=close)
+            conn.reply(
+                404,
+                _error(
+                    f"no route {path.decode('latin-1')}; endpoints answer /invocations, /ping, "
+                    "/metrics, /metadata"
+                ),
+                close=close,
+            )
+        conn.done()
 
     def _authorized(self, request) -> bool:
         if self.expected_auth is None:
@@ -151,17 +178,22 @@ class Router:
         given = request.headers.get(b"authorization")
         return given is not None and hmac.compare_digest(given, self.expected_auth)
 
-    async def invoke(self, conn: DownstreamConnection, request) -> None:
+    def invoke(self, conn: DownstreamConnection, request) -> None:
         started = time.perf_counter()
         close = not request.keep_alive
         status, message = 0, ""
         if not self._authorized(request):
             status, message = 401, "missing or wrong bearer token (send Authorization: Bearer <token>)"
         elif request.too_large:
-            status, message = 413, f"the body exceeds {self.max_payload} bytes, the most this endpoint accepts"
+            status, message = (
+                413,
+                f"the body exceeds {self.max_payload} bytes, the most this endpoint accepts",
+            )
             close = True
         else:
-            target = request.headers.get(b"x-target-variant") or request.headers.get(b"x-amzn-sagemaker-target-variant")
+            target = request.headers.get(b"x-target-variant") or request.headers.get(
+                b"x-amzn-sagemaker-target-variant"
+            )
             try:
                 variant = self.balancer.variant(target.decode() if target else None)
             except NoVariant as exc:
@@ -171,64 +203,18 @@ class Router:
             (counters[1] if status < 500 else counters[2]).inc()
             extra = [(b"www-authenticate", b"Bearer")] if status == 401 else None
             conn.reply(status, _error(message), extra=extra, close=close)
+            conn.done()
             return
-        invocations, errors_4xx, errors_5xx, retries, model_latency, overhead = self.metrics.of(variant.name)
-        invocations.inc()
         headers = [(k, request.headers[k]) for k in FORWARDED if k in request.headers]
-        response, model_seconds = await self._forward(variant, headers, request.chunks, request.size, retries)
-        reply = [(b"x-invoked-production-variant", variant.name.encode()),
-                 (b"x-amzn-invoked-production-variant", variant.name.encode())]
-        if response.custom_attributes:
-            reply.append((CUSTOM_ATTRIBUTES, response.custom_attributes))
-        conn.reply(response.status, response.chunks, response.content_type, reply, close=close)
-        if response.status >= 500:
-            errors_5xx.inc()
-        elif response.status >= 400:
-            errors_4xx.inc()
-        model_latency.observe(model_seconds)
-        overhead.observe(max(time.perf_counter() - started - model_seconds, 0.0))
+        payload = request_bytes(b"POST", b"/invocations", headers, request.chunks, request.size)
+        Forward(self, conn, variant, payload, started, close).attempt()
 
-    async def _forward(self, variant, headers, chunks, size, retries):
-        """The first answer from an instance of the variant, retrying others when connections fail."""
-        from .proxy import Response
-
-        tried: set[str] = set()
-        model_seconds = 0.0
-        problem = "the variant has no instance"
-        outstanding = self.balancer.outstanding
-        for attempt in range(self.attempts):
-            inst = self.balancer.instance(variant, tried)
-            if inst is None:
-                if not variant.instances:
-                    break
-                tried.clear()  # every instance failed once: try again from the least busy
-                inst = self.balancer.instance(variant, tried)
-            if attempt:
-                retries.inc()
-            tried.add(inst.instance_id)
-            pool = self.pools.get(inst.instance_id)
-            if pool is None:
-                continue
-            outstanding[inst.instance_id] = outstanding.get(inst.instance_id, 0) + 1
-            t0 = time.perf_counter()
-            try:
-                response = await exchange(pool, b"POST", b"/invocations", headers, chunks, size, self.timeout)
-                return response, model_seconds + time.perf_counter() - t0
-            except TimeoutError:
-                response = Response()
-                response.status, response.content_type = 504, b"application/json"
-                response.chunks = [_error(f"variant {variant.name} did not answer within {self.timeout:g} s")]
-                return response, model_seconds + time.perf_counter() - t0
-            except UpstreamError as exc:
-                model_seconds += time.perf_counter() - t0
-                self.balancer.eject(inst)
-                problem = f"instance {inst.instance_id} failed: {exc}"
-            finally:
-                outstanding[inst.instance_id] -= 1
-        response = Response()
-        response.status, response.content_type = 503, b"application/json"
-        response.chunks = [_error(f"no instance of variant {variant.name} could answer ({problem})")]
-        return response, model_seconds
+    async def _answer_metadata(self, conn: DownstreamConnection, close: bool) -> None:
+        try:
+            conn.reply(200, await self._metadata(), close=close)
+            conn.done()
+        except Exception as exc:
+            conn.fail(exc)
 
     def _render_metrics(self) -> bytes:
         from .metrics import TableCollector, render
@@ -245,11 +231,139 @@ class Router:
                 continue
             try:
                 response = await exchange(pool, b"GET", b"/metadata", [], [], 0, self.timeout)
-                result[variant.name] = (orjson.loads(b"".join(response.chunks)) if response.status == 200 else
-                                        {"error": f"the instance answered {response.status} to /metadata"})
+                result[variant.name] = (
+                    orjson.loads(b"".join(response.chunks))
+                    if response.status == 200
+                    else {"error": f"the instance answered {response.status} to /metadata"}
+                )
             except (UpstreamError, TimeoutError, ValueError) as exc:
                 result[variant.name] = {"error": f"{type(exc).__name__}: {exc}"}
         return orjson.dumps({"endpoint": self.endpoint, "variants": result})
+
+
+class Forward:
+    """One request on its way to an instance of a variant: attempts, retries, timeout, reply, metrics.
+
+    Callback-driven (no task or future per request): the request is written to a pooled connection
+    right away and the answer is relayed from the connection's parser callback.
+    """
+
+    __slots__ = (
+        "router",
+        "conn",
+        "variant",
+        "payload",
+        "started",
+        "close",
+        "tried",
+        "attempts",
+        "model_seconds",
+        "problem",
+        "inst",
+        "pool",
+        "upstream",
+        "timer",
+        "t0",
+        "counters",
+    )
+
+    def __init__(
+        self, router: Router, conn: DownstreamConnection, variant, payload: bytes, started: float, close: bool
+    ):
+        self.router, self.conn, self.variant, self.payload = router, conn, variant, payload
+        self.started, self.close = started, close
+        self.tried: set[str] = set()
+        self.attempts = 0
+        self.model_seconds = 0.0
+        self.problem = "the variant has no instance"
+        self.counters = router.metrics.of(variant.name)
+        self.counters[0].inc()
+        self.upstream = self.timer = None
+
+    def attempt(self) -> None:
+        router = self.router
+        while self.attempts < router.attempts:
+            inst = router.balancer.instance(self.variant, self.tried)
+            if inst is None:
+                if not self.variant.instances:
+                    break
+                self.tried.clear()  # every instance failed once: try again from the least busy
+                inst = router.balancer.instance(self.variant, self.tried)
+            if self.attempts:
+                self.counters[3].inc()
+            self.attempts += 1
+            self.tried.add(inst.instance_id)
+            pool = router.pools.get(inst.instance_id)
+            if pool is None:
+                continue
+            self.inst, self.pool = inst, pool
+            upstream = pool.idle_connection()
+            if upstream is None:
+                asyncio.ensure_future(self._connect())
+            else:
+                self._send(upstream)
+            return
+        self.finish(503, _error(f"no instance of variant {self.variant.name} could answer ({self.problem})"))
+
+    async def _connect(self) -> None:
+        self.t0 = time.perf_counter()
+        try:
+            upstream = await self.pool.acquire()
+        except UpstreamError as exc:
+            self._failed(exc)
+            return
+        self._send(upstream)
+
+    def _send(self, upstream) -> None:
+        outstanding = self.router.balancer.outstanding
+        outstanding[self.inst.instance_id] = outstanding.get(self.inst.instance_id, 0) + 1
+        self.upstream = upstream
+        self.t0 = time.perf_counter()
+        self.timer = asyncio.get_running_loop().call_later(self.router.timeout, self._timed_out)
+        upstream.send(self.payload, self._answered)
+
+    def _release(self, reusable: bool) -> None:
+        self.timer.cancel()
+        self.router.balancer.outstanding[self.inst.instance_id] -= 1
+        self.pool.release(self.upstream, reusable)
+        self.model_seconds += time.perf_counter() - self.t0
+
+    def _answered(self, response, error) -> None:
+        if error is not None:
+            self._release(False)
+            self._failed(error)
+            return
+        self._release(response.keep_alive)
+        self.finish(response.status, response.chunks, response.content_type, response.custom_attributes)
+
+    def _failed(self, error) -> None:
+        self.router.balancer.eject(self.inst)
+        self.problem = f"instance {self.inst.instance_id} failed: {error}"
+        self.attempt()
+
+    def _timed_out(self) -> None:
+        self.upstream.abandon()
+        self.router.balancer.outstanding[self.inst.instance_id] -= 1
+        self.model_seconds += time.perf_counter() - self.t0
+        self.finish(
+            504, _error(f"variant {self.variant.name} did not answer within {self.router.timeout:g} s")
+        )
+
+    def finish(
+        self, status: int, body, content_type: bytes = b"application/json", attributes: bytes = b""
+    ) -> None:
+        name = self.variant.name.encode()
+        reply = [(b"x-invoked-production-variant", name), (b"x-amzn-invoked-production-variant", name)]
+        if attributes:
+            reply.append((CUSTOM_ATTRIBUTES, attributes))
+        self.conn.reply(status, body, content_type, reply, close=self.close)
+        self.conn.done()
+        if status >= 500:
+            self.counters[2].inc()
+        elif status >= 400:
+            self.counters[1].inc()
+        self.counters[4].observe(self.model_seconds)
+        self.counters[5].observe(max(time.perf_counter() - self.started - self.model_seconds, 0.0))
 
 
 class _TrackedConnection(DownstreamConnection):
@@ -310,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--parent-pid", type=int)
     p.add_argument("--graceful-timeout", type=float, default=30.0)
     args = p.parse_args(argv)
-    from algorithms.serving.server import loop_factory, bind, is_loopback
+    from algorithms.serving.server import bind, is_loopback, loop_factory
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     token = os.environ.get("SPARK_ML_ENDPOINT_TOKEN") or None

@@ -42,8 +42,10 @@ class RoutingTable:
     @classmethod
     def from_json(cls, text: str) -> RoutingTable:
         doc = json.loads(text)
-        variants = [RouteVariant(v["name"], float(v["weight"]), [RouteInstance(**i) for i in v["instances"]])
-                    for v in doc["variants"]]
+        variants = [
+            RouteVariant(v["name"], float(v["weight"]), [RouteInstance(**i) for i in v["instances"]])
+            for v in doc["variants"]
+        ]
         return cls(int(doc["generation"]), variants, doc.get("settings", {}))
 
     def write(self, path: str) -> None:
@@ -90,24 +92,31 @@ class Balancer:
             try:
                 return self.by_name[target]
             except KeyError:
-                raise NoVariant(f"unknown target variant {target!r}; variants: "
-                                f"{', '.join(self.by_name) or 'none'}") from None
+                raise NoVariant(
+                    f"unknown target variant {target!r}; variants: {', '.join(self.by_name) or 'none'}"
+                ) from None
         if not self.weighted:
             raise NoVariant("no variant has a positive weight and a running instance")
         if len(self.weighted) == 1:
             return self.weighted[0]
-        return self.weighted[bisect_right(self.cumulative, random.random() * self.cumulative[-1])
-                             if self.cumulative[-1] > 0 else 0]
+        return self.weighted[
+            bisect_right(self.cumulative, random.random() * self.cumulative[-1])
+            if self.cumulative[-1] > 0
+            else 0
+        ]
 
     def instance(self, variant: RouteVariant, tried: set[str] | None = None) -> RouteInstance | None:
-        """The least busy instance not tried yet for this request (ejected ones last); None when none is left."""
+        """The least busy instance not tried yet (ejected ones last); None when none is left."""
         now = time.monotonic()
         best, best_key = None, None
         for inst in variant.instances:
             if tried and inst.instance_id in tried:
                 continue
-            key = (self.ejected_until.get(inst.instance_id, 0.0) > now, self.outstanding.get(inst.instance_id, 0),
-                   random.random())
+            key = (
+                self.ejected_until.get(inst.instance_id, 0.0) > now,
+                self.outstanding.get(inst.instance_id, 0),
+                random.random(),
+            )
             if best_key is None or key < best_key:
                 best, best_key = inst, key
         return best

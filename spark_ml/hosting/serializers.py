@@ -81,7 +81,10 @@ class ProtobufSerializer(RequestSerializer):
 def _uniform(data: bytes, n: int) -> bool:
     stride = len(data) // n
     heads = np.frombuffer(data, np.uint8).reshape(n, stride)[:, 4:8].copy().view("<u4")[:, 0]
-    return bool((heads >> 29 == 0).all() and ((heads & LENGTH_MASK) + 8 + (-(heads & LENGTH_MASK) & 3) == stride).all())
+    return bool(
+        (heads >> 29 == 0).all()
+        and ((heads & LENGTH_MASK) + 8 + (-(heads & LENGTH_MASK) & 3) == stride).all()
+    )
 
 
 def _record_ends(data: bytes, n: int) -> np.ndarray:
@@ -125,21 +128,33 @@ class _PerRowSerializer(RequestSerializer):
     def serialize(self, features) -> SerializedRows:
         pieces = list(self.rows(features))
         lengths = np.fromiter((len(p) + len(self.separator) for p in pieces), np.int64, len(pieces))
-        return SerializedRows(self.separator.join(pieces) + (self.separator if pieces else b""), np.cumsum(lengths))
+        return SerializedRows(
+            self.separator.join(pieces) + (self.separator if pieces else b""), np.cumsum(lengths)
+        )
 
     @abstractmethod
     def rows(self, features):
         """One ``bytes`` per row."""
 
 
-def _json_rows(features, dense_key: bool):
+def _json_rows(features):
     if sp.issparse(features):
         m = sp.csr_matrix(features, dtype=np.float32)
         d = m.shape[1]
         for i in range(m.shape[0]):
             lo, hi = m.indptr[i], m.indptr[i + 1]
-            yield orjson.dumps({"data": {"features": {"keys": m.indices[lo:hi].astype(np.int64), "shape": [d],
-                                                      "values": m.data[lo:hi]}}}, option=orjson.OPT_SERIALIZE_NUMPY)
+            yield orjson.dumps(
+                {
+                    "data": {
+                        "features": {
+                            "keys": m.indices[lo:hi].astype(np.int64),
+                            "shape": [d],
+                            "values": m.data[lo:hi],
+                        }
+                    }
+                },
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            )
         return
     x = np.ascontiguousarray(features, dtype=np.float32)
     for row in x:
@@ -147,13 +162,13 @@ def _json_rows(features, dense_key: bool):
 
 
 class JSONSerializer(_PerRowSerializer):
-    """``application/json``: ``{"instances": [{"features": [...]}, ...]}`` (sparse rows in the ``data`` form)."""
+    """``application/json``: ``{"instances": [{"features": [...]}, ...]}`` (sparse: the ``data`` form)."""
 
     content_type = "application/json"
     separator = b","
 
     def rows(self, features):
-        return _json_rows(features, True)
+        return _json_rows(features)
 
     def body(self, rows: SerializedRows, start: int, stop: int) -> bytes:
         return b'{"instances":[' + rows.span(start, stop)[:-1] + b"]}"
@@ -167,7 +182,7 @@ class JSONLinesSerializer(_PerRowSerializer):
     separator = b"\n"
 
     def rows(self, features):
-        return _json_rows(features, True)
+        return _json_rows(features)
 
 
 class LibSVMSerializer(_PerRowSerializer):
@@ -180,8 +195,10 @@ class LibSVMSerializer(_PerRowSerializer):
         m = sp.csr_matrix(features, dtype=np.float32)
         for i in range(m.shape[0]):
             lo, hi = m.indptr[i], m.indptr[i + 1]
-            pairs = " ".join(f"{k + 1}:{v!r}" for k, v in zip(m.indices[lo:hi].tolist(), m.data[lo:hi].tolist(),
-                                                                strict=True))
+            pairs = " ".join(
+                f"{k + 1}:{v!r}"
+                for k, v in zip(m.indices[lo:hi].tolist(), m.data[lo:hi].tolist(), strict=True)
+            )
             yield f"0 {pairs}".encode()
 
 
@@ -221,7 +238,7 @@ def _columns(records: list, source: str) -> dict[str, np.ndarray]:
 
 
 class JSONDeserializer(ResponseDeserializer):
-    """``{"predictions": [...]}`` (or PCA's ``"projections"``, RCF's ``"scores"``): any single list envelope."""
+    """``{"predictions": [...]}`` (PCA ``"projections"``, RCF ``"scores"``): any single list envelope."""
 
     accept = "application/json"
 
@@ -239,7 +256,9 @@ class JSONLinesDeserializer(ResponseDeserializer):
     accept = "application/jsonlines"
 
     def deserialize(self, body: bytes, num_rows: int) -> dict[str, np.ndarray]:
-        return _columns([orjson.loads(line) for line in body.split(b"\n") if line.strip()], "JSON Lines response")
+        return _columns(
+            [orjson.loads(line) for line in body.split(b"\n") if line.strip()], "JSON Lines response"
+        )
 
 
 class CSVDeserializer(ResponseDeserializer):
@@ -253,18 +272,25 @@ class CSVDeserializer(ResponseDeserializer):
     def deserialize(self, body: bytes, num_rows: int) -> dict[str, np.ndarray]:
         if not body.strip():
             return {c: np.zeros(0) for c in self.columns}
-        table = pacsv.read_csv(io.BytesIO(body), read_options=pacsv.ReadOptions(autogenerate_column_names=True))
+        table = pacsv.read_csv(
+            io.BytesIO(body), read_options=pacsv.ReadOptions(autogenerate_column_names=True)
+        )
         if table.num_columns != len(self.columns):
             raise ValueError(f"CSV response has {table.num_columns} columns; expected {self.columns}")
         return {c: table.column(j).to_numpy().astype(np.float64) for j, c in enumerate(self.columns)}
 
 
 _SERIALIZERS: dict[str, Callable[[], RequestSerializer]] = {
-    "protobuf": ProtobufSerializer, "csv": CSVSerializer, "json": JSONSerializer, "jsonlines": JSONLinesSerializer,
+    "protobuf": ProtobufSerializer,
+    "csv": CSVSerializer,
+    "json": JSONSerializer,
+    "jsonlines": JSONLinesSerializer,
     "libsvm": LibSVMSerializer,
 }
 _DESERIALIZERS: dict[str, Callable[[], ResponseDeserializer]] = {
-    "protobuf": ProtobufDeserializer, "json": JSONDeserializer, "jsonlines": JSONLinesDeserializer,
+    "protobuf": ProtobufDeserializer,
+    "json": JSONDeserializer,
+    "jsonlines": JSONLinesDeserializer,
 }
 
 
@@ -281,13 +307,17 @@ def serializer(name: str) -> RequestSerializer:
     try:
         return _SERIALIZERS[name]()
     except KeyError:
-        raise ValueError(f"unknown serializer {name!r}; known: {', '.join(sorted(_SERIALIZERS))} "
-                         "(register_serializer adds one)") from None
+        raise ValueError(
+            f"unknown serializer {name!r}; known: {', '.join(sorted(_SERIALIZERS))} "
+            "(register_serializer adds one)"
+        ) from None
 
 
 def deserializer(name: str) -> ResponseDeserializer:
     try:
         return _DESERIALIZERS[name]()
     except KeyError:
-        raise ValueError(f"unknown deserializer {name!r}; known: {', '.join(sorted(_DESERIALIZERS))} "
-                         "(register_deserializer adds one)") from None
+        raise ValueError(
+            f"unknown deserializer {name!r}; known: {', '.join(sorted(_DESERIALIZERS))} "
+            "(register_deserializer adds one)"
+        ) from None

@@ -18,6 +18,7 @@ Run as ``python -m spark_ml.hosting.supervisor --endpoint NAME [--daemon]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -32,7 +33,16 @@ from dataclasses import dataclass, field
 from . import instances as inst_mod
 from .autoscaler import TargetTracker
 from .instances import READY, Instance, InstanceFailed
-from .registry import DELETE, FAILED, IN_SERVICE, OUT_OF_SERVICE, STOP, EndpointConfig, InstanceRecord, Registry
+from .registry import (
+    DELETE,
+    FAILED,
+    IN_SERVICE,
+    OUT_OF_SERVICE,
+    STOP,
+    EndpointConfig,
+    InstanceRecord,
+    Registry,
+)
 from .routes import RouteInstance, RouteVariant, RoutingTable
 
 log = logging.getLogger("spark_ml.hosting.supervisor")
@@ -104,7 +114,9 @@ class Supervisor:
         self.reserved = bind(record.host, record.port, reuse_port=True)  # holds the port; never listens
         port = self.reserved.getsockname()[1]
         host = f"[{record.host}]" if ":" in record.host else record.host
-        self.registry.update_endpoint(self.name, port=port, url=f"http://{host}:{port}", supervisor_pid=os.getpid())
+        self.registry.update_endpoint(
+            self.name, port=port, url=f"http://{host}:{port}", supervisor_pid=os.getpid()
+        )
         self.port = port
         config = self.registry.config(record.config_name)
         self.pools = self.start_pools(config)
@@ -114,8 +126,13 @@ class Supervisor:
             self.routers.append(self.start_router())
         self.wait_acks(self.generation, timeout=60.0, require_all=True)
         self.write_state()
-        self.registry.update_endpoint(self.name, status=IN_SERVICE, current_config_name=config.name,
-                                      applied_generation=record.generation, failure_reason=None)
+        self.registry.update_endpoint(
+            self.name,
+            status=IN_SERVICE,
+            current_config_name=config.name,
+            applied_generation=record.generation,
+            failure_reason=None,
+        )
         log.info("endpoint %s in service on port %d", self.name, port)
 
     def tick(self) -> None:
@@ -141,13 +158,20 @@ class Supervisor:
     # pools ---------------------------------------------------------------------------------------
     def start_instance(self, pool: Pool) -> Instance:
         model = self.registry.model(pool.model_name)
-        return inst_mod.start(model, pool.variant, self.run_dir, threads=int(self.settings.get("threads", 1)),
-                              max_payload_mb=float(self.settings.get("max_payload_mb", 6)),
-                              graceful_timeout=float(self.settings.get("graceful_timeout", 30)))
+        return inst_mod.start(
+            model,
+            pool.variant,
+            self.run_dir,
+            threads=int(self.settings.get("threads", 1)),
+            max_payload_mb=float(self.settings.get("max_payload_mb", 6)),
+            graceful_timeout=float(self.settings.get("graceful_timeout", 30)),
+        )
 
     def start_pools(self, config: EndpointConfig) -> dict[str, Pool]:
         """Start every variant's initial instances and wait for them (all or none)."""
-        pools = {v.variant_name: Pool(v.variant_name, v.model, float(v.initial_weight)) for v in config.variants}
+        pools = {
+            v.variant_name: Pool(v.variant_name, v.model, float(v.initial_weight)) for v in config.variants
+        }
         started: list[Instance] = []
         try:
             for v in config.variants:
@@ -169,10 +193,17 @@ class Supervisor:
             config = self.registry.config(record.config_name)
             new_pools = self.start_pools(config)
         except Exception as exc:
-            reason = f"update to config {record.config_name!r} failed, still serving {self.config_name!r}: {exc}"
+            reason = (
+                f"update to config {record.config_name!r} failed, still serving {self.config_name!r}: {exc}"
+            )
             log.error(reason)
-            self.registry.update_endpoint(self.name, config_name=self.config_name, status=IN_SERVICE,
-                                          failure_reason=reason, applied_generation=record.generation)
+            self.registry.update_endpoint(
+                self.name,
+                config_name=self.config_name,
+                status=IN_SERVICE,
+                failure_reason=reason,
+                applied_generation=record.generation,
+            )
             return
         old = [i for pool in self.pools.values() for i in pool.ready + pool.starting]
         self.pools = new_pools
@@ -180,11 +211,17 @@ class Supervisor:
         self.trackers.clear()
         generation = self.publish()
         self.retire(old, generation)
-        self.registry.replace_variants(self.name, config, {p.variant: (p.weight, len(p.ready))
-                                                           for p in self.pools.values()})
+        self.registry.replace_variants(
+            self.name, config, {p.variant: (p.weight, len(p.ready)) for p in self.pools.values()}
+        )
         self.write_state()
-        self.registry.update_endpoint(self.name, current_config_name=config.name, status=IN_SERVICE,
-                                      applied_generation=record.generation, failure_reason=None)
+        self.registry.update_endpoint(
+            self.name,
+            current_config_name=config.name,
+            status=IN_SERVICE,
+            applied_generation=record.generation,
+            failure_reason=None,
+        )
 
     def reconcile_capacity(self) -> bool:
         """Match weights and instance counts to the registry's desired values; True if the table changes."""
@@ -204,7 +241,7 @@ class Supervisor:
                     log.error("%s", exc)
                     pool.starting.remove(inst)
                     pool.start_failures += 1
-                    pool.retry_at = now + min(2.0 ** pool.start_failures, 60.0)
+                    pool.retry_at = now + min(2.0**pool.start_failures, 60.0)
                     self.registry.update_endpoint(self.name, failure_reason=str(exc)[:2000])
                     continue
                 if ready:
@@ -284,26 +321,33 @@ class Supervisor:
         desired = {v.variant_name: v for v in self.registry.variants(self.name)}
         for pool in self.pools.values():
             v = desired.get(pool.variant)
-            if v is None or pool.starting or len(pool.ready) != v.desired_instance_count or pool.weight != v.desired_weight:
+            if (
+                v is None
+                or pool.starting
+                or len(pool.ready) != v.desired_instance_count
+                or pool.weight != v.desired_weight
+            ):
                 return False
         return self.acked_generation() >= self.generation
 
     # routing table and routers -------------------------------------------------------------------
     def publish(self) -> int:
         self.generation += 1
-        variants = [RouteVariant(p.variant, p.weight, [RouteInstance(i.instance_id, i.url) for i in p.ready])
-                    for p in self.pools.values()]
-        settings = {"max_payload_bytes": int(float(self.settings.get("max_payload_mb", 6)) * 1024 * 1024),
-                    "timeout": float(self.settings.get("timeout", 60)),
-                    "max_attempts": int(self.settings.get("max_attempts", 3))}
+        variants = [
+            RouteVariant(p.variant, p.weight, [RouteInstance(i.instance_id, i.url) for i in p.ready])
+            for p in self.pools.values()
+        ]
+        settings = {
+            "max_payload_bytes": int(float(self.settings.get("max_payload_mb", 6)) * 1024 * 1024),
+            "timeout": float(self.settings.get("timeout", 60)),
+            "max_attempts": int(self.settings.get("max_attempts", 3)),
+        }
         RoutingTable(self.generation, variants, settings).write(self.routes_path)
         for proc in self.routers:
-            # Only workers that acknowledged once have their SIGHUP handler; younger ones read the file at start.
+            # Only workers that acknowledged have a SIGHUP handler; younger ones read the file at start.
             if proc.poll() is None and os.path.exists(os.path.join(self.status_dir, f"{proc.pid}.json")):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGHUP)
-                except ProcessLookupError:
-                    pass
         self.state_dirty = True
         return self.generation
 
@@ -316,11 +360,27 @@ class Supervisor:
             env["SPARK_ML_ENDPOINT_TOKEN"] = record.token
         logs = os.path.join(self.run_dir, "logs")
         os.makedirs(logs, exist_ok=True)
-        argv = [sys.executable, "-m", "spark_ml.hosting.router", "--endpoint", self.name, "--routes",
-                self.routes_path, "--status-dir", self.status_dir, "--host", record.host, "--port", str(self.port),
-                "--parent-pid", str(os.getpid())]
+        argv = [
+            sys.executable,
+            "-m",
+            "spark_ml.hosting.router",
+            "--endpoint",
+            self.name,
+            "--routes",
+            self.routes_path,
+            "--status-dir",
+            self.status_dir,
+            "--host",
+            record.host,
+            "--port",
+            str(self.port),
+            "--parent-pid",
+            str(os.getpid()),
+        ]
         with open(os.path.join(logs, "router.log"), "ab") as out:
-            return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            return subprocess.Popen(
+                argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
 
     def acked_generation(self) -> int:
         """The oldest routing-table generation any live router worker still runs."""
@@ -342,8 +402,10 @@ class Supervisor:
         while self.acked_generation() < generation:
             dead = [p for p in self.routers if p.poll() is not None]
             if require_all and dead:
-                raise RuntimeError(f"a router worker exited with code {dead[0].returncode}: "
-                                   f"{inst_mod.tail(os.path.join(self.run_dir, 'logs', 'router.log'))}")
+                raise RuntimeError(
+                    f"a router worker exited with code {dead[0].returncode}: "
+                    f"{inst_mod.tail(os.path.join(self.run_dir, 'logs', 'router.log'))}"
+                )
             if time.monotonic() > deadline:
                 if require_all:
                     raise RuntimeError(f"the router workers did not start within {timeout:g} s")
@@ -379,10 +441,18 @@ class Supervisor:
             tracker.observe(now, counts.get(variant, 0.0))
             decision = tracker.decide(now, desired[variant])
             if decision is not None and decision.desired != desired[variant]:
-                log.info("autoscaling %s/%s: %d -> %d (%s)", self.name, variant, desired[variant],
-                         decision.desired, decision.reason)
+                log.info(
+                    "autoscaling %s/%s: %d -> %d (%s)",
+                    self.name,
+                    variant,
+                    desired[variant],
+                    decision.desired,
+                    decision.reason,
+                )
                 self.registry.request_capacity(self.name, {variant: {"instance_count": decision.desired}})
-                self.registry.add_activity(self.name, variant, desired[variant], decision.desired, decision.reason)
+                self.registry.add_activity(
+                    self.name, variant, desired[variant], decision.desired, decision.reason
+                )
 
     # state and shutdown --------------------------------------------------------------------------
     def write_state(self) -> None:
@@ -390,11 +460,29 @@ class Supervisor:
         for pool in self.pools.values():
             self.registry.set_variant_current(self.name, pool.variant, pool.weight, len(pool.ready))
             for inst in pool.ready + pool.starting:
-                records.append(InstanceRecord(self.name, inst.instance_id, pool.variant, inst.pid, inst.url or "",
-                                              inst.state, inst.started_at))
+                records.append(
+                    InstanceRecord(
+                        self.name,
+                        inst.instance_id,
+                        pool.variant,
+                        inst.pid,
+                        inst.url or "",
+                        inst.state,
+                        inst.started_at,
+                    )
+                )
         for inst in self.draining:
-            records.append(InstanceRecord(self.name, inst.instance_id, inst.variant, inst.pid, inst.url or "",
-                                          inst_mod.DRAINING, inst.started_at))
+            records.append(
+                InstanceRecord(
+                    self.name,
+                    inst.instance_id,
+                    inst.variant,
+                    inst.pid,
+                    inst.url or "",
+                    inst_mod.DRAINING,
+                    inst.started_at,
+                )
+            )
         self.registry.set_instances(self.name, records)
         self.state_dirty = False
 
@@ -429,13 +517,15 @@ class Supervisor:
             self.registry.set_variant_current(self.name, pool.variant, pool.weight, 0)
         self.registry.set_instances(self.name, [])
         if failure is not None:
-            self.registry.update_endpoint(self.name, status=FAILED, failure_reason=failure[:4000],
-                                          supervisor_pid=None)
+            self.registry.update_endpoint(
+                self.name, status=FAILED, failure_reason=failure[:4000], supervisor_pid=None
+            )
         else:
             reason = None if record.stop_requested == STOP else "the supervisor was stopped by a signal"
             status = OUT_OF_SERVICE
-            self.registry.update_endpoint(self.name, status=status, supervisor_pid=None, failure_reason=reason,
-                                          stop_requested=0)
+            self.registry.update_endpoint(
+                self.name, status=status, supervisor_pid=None, failure_reason=reason, stop_requested=0
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -455,8 +545,12 @@ def main(argv: list[str] | None = None) -> None:
     out = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(out, 1)
     os.dup2(out, 2)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        stream=sys.stderr, force=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
     Supervisor(args.endpoint).run()
 
 

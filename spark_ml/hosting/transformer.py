@@ -46,7 +46,9 @@ def outputs_from_metadata(metadata: dict[str, dict], variant: str | None = None)
         if variant and name != variant:
             continue
         if "error" in meta:
-            raise RuntimeError(f"cannot read variant {name}'s outputs: {meta['error']}; set outputs= explicitly")
+            raise RuntimeError(
+                f"cannot read variant {name}'s outputs: {meta['error']}; set outputs= explicitly"
+            )
         for o in meta["outputs"]:
             spec = OutputSpec(o["name"], o.get("kind", "scalar"))
             if specs.setdefault(spec.name, spec).kind != spec.kind:
@@ -59,45 +61,113 @@ def outputs_from_metadata(metadata: dict[str, dict], variant: str | None = None)
 class EndpointModel(Transformer, DefaultParamsReadable, DefaultParamsWritable):
     """Scores a DataFrame's feature vectors through an endpoint (registry name or URL)."""
 
-    endpoint = Param(Params._dummy(), "endpoint", "endpoint name (in the registry) or base URL",
-                     TypeConverters.toString)
-    featuresCol = Param(Params._dummy(), "featuresCol", "features column (ML vector or array of numbers)",
-                        TypeConverters.toString)
-    serializer = Param(Params._dummy(), "serializer", "request format: protobuf, csv, json, jsonlines, libsvm, or a "
-                       "registered name", TypeConverters.toString)
-    deserializer = Param(Params._dummy(), "deserializer", "response format: protobuf, json, jsonlines, or a "
-                         "registered name", TypeConverters.toString)
-    outputs = Param(Params._dummy(), "outputs", 'JSON list of {"name", "kind"}; empty: ask the endpoint',
-                    TypeConverters.toString)
+    endpoint = Param(
+        Params._dummy(), "endpoint", "endpoint name (in the registry) or base URL", TypeConverters.toString
+    )
+    featuresCol = Param(
+        Params._dummy(),
+        "featuresCol",
+        "features column (ML vector or array of numbers)",
+        TypeConverters.toString,
+    )
+    serializer = Param(
+        Params._dummy(),
+        "serializer",
+        "request format: protobuf, csv, json, jsonlines, libsvm, or a registered name",
+        TypeConverters.toString,
+    )
+    deserializer = Param(
+        Params._dummy(),
+        "deserializer",
+        "response format: protobuf, json, jsonlines, or a registered name",
+        TypeConverters.toString,
+    )
+    outputs = Param(
+        Params._dummy(),
+        "outputs",
+        'JSON list of {"name", "kind"}; empty: ask the endpoint',
+        TypeConverters.toString,
+    )
     maxBatchRows = Param(Params._dummy(), "maxBatchRows", "most rows per request", TypeConverters.toInt)
-    maxBatchBytes = Param(Params._dummy(), "maxBatchBytes", "most bytes per request body", TypeConverters.toInt)
-    concurrency = Param(Params._dummy(), "concurrency", "requests in flight per partition", TypeConverters.toInt)
-    maxRetries = Param(Params._dummy(), "maxRetries", "retries of a request on 5xx/429/connection errors",
-                       TypeConverters.toInt)
-    retryBackoff = Param(Params._dummy(), "retryBackoff", "first retry delay in seconds (doubles, with jitter)",
-                         TypeConverters.toFloat)
+    maxBatchBytes = Param(
+        Params._dummy(), "maxBatchBytes", "most bytes per request body", TypeConverters.toInt
+    )
+    concurrency = Param(
+        Params._dummy(), "concurrency", "requests in flight per partition", TypeConverters.toInt
+    )
+    maxRetries = Param(
+        Params._dummy(),
+        "maxRetries",
+        "retries of a request on 5xx/429/connection errors",
+        TypeConverters.toInt,
+    )
+    retryBackoff = Param(
+        Params._dummy(),
+        "retryBackoff",
+        "first retry delay in seconds (doubles, with jitter)",
+        TypeConverters.toFloat,
+    )
     requestTimeout = Param(Params._dummy(), "requestTimeout", "seconds per request", TypeConverters.toFloat)
-    errorPolicy = Param(Params._dummy(), "errorPolicy", "fail (the job) or column (errors in errorCol)",
-                        TypeConverters.toString)
-    errorCol = Param(Params._dummy(), "errorCol", "error column for errorPolicy=column", TypeConverters.toString)
-    variantCol = Param(Params._dummy(), "variantCol", "column naming the variant that answered; empty: none",
-                       TypeConverters.toString)
-    targetVariant = Param(Params._dummy(), "targetVariant", "send every request to this variant; empty: weights",
-                          TypeConverters.toString)
+    errorPolicy = Param(
+        Params._dummy(),
+        "errorPolicy",
+        "fail (the job) or column (errors in errorCol)",
+        TypeConverters.toString,
+    )
+    errorCol = Param(
+        Params._dummy(), "errorCol", "error column for errorPolicy=column", TypeConverters.toString
+    )
+    variantCol = Param(
+        Params._dummy(),
+        "variantCol",
+        "column naming the variant that answered; empty: none",
+        TypeConverters.toString,
+    )
+    targetVariant = Param(
+        Params._dummy(),
+        "targetVariant",
+        "send every request to this variant; empty: weights",
+        TypeConverters.toString,
+    )
 
     @keyword_only
-    def __init__(self, *, endpoint: str | None = None, featuresCol: str = "features",
-                 serializer: str | RequestSerializer = "protobuf",
-                 deserializer: str | ResponseDeserializer = "protobuf", outputs: str | list | None = None,
-                 maxBatchRows: int = 10_000, maxBatchBytes: int = DEFAULT_MAX_BYTES, concurrency: int = 4,
-                 maxRetries: int = 5, retryBackoff: float = 0.1, requestTimeout: float = 60.0,
-                 errorPolicy: str = "fail", errorCol: str = "error", variantCol: str = "", targetVariant: str = "",
-                 authToken: str | None = None):
+    def __init__(
+        self,
+        *,
+        endpoint: str | None = None,
+        featuresCol: str = "features",
+        serializer: str | RequestSerializer = "protobuf",
+        deserializer: str | ResponseDeserializer = "protobuf",
+        outputs: str | list | None = None,
+        maxBatchRows: int = 10_000,
+        maxBatchBytes: int = DEFAULT_MAX_BYTES,
+        concurrency: int = 4,
+        maxRetries: int = 5,
+        retryBackoff: float = 0.1,
+        requestTimeout: float = 60.0,
+        errorPolicy: str = "fail",
+        errorCol: str = "error",
+        variantCol: str = "",
+        targetVariant: str = "",
+        authToken: str | None = None,
+    ):
         super().__init__()
-        self._setDefault(featuresCol="features", serializer="protobuf", deserializer="protobuf", outputs="",
-                         maxBatchRows=10_000, maxBatchBytes=DEFAULT_MAX_BYTES, concurrency=4, maxRetries=5,
-                         retryBackoff=0.1, requestTimeout=60.0, errorPolicy="fail", errorCol="error", variantCol="",
-                         targetVariant="")
+        self._setDefault(
+            featuresCol="features",
+            serializer="protobuf",
+            deserializer="protobuf",
+            outputs="",
+            maxBatchRows=10_000,
+            maxBatchBytes=DEFAULT_MAX_BYTES,
+            concurrency=4,
+            maxRetries=5,
+            retryBackoff=0.1,
+            requestTimeout=60.0,
+            errorPolicy="fail",
+            errorCol="error",
+            variantCol="",
+            targetVariant="",
+        )
         self._serializer_obj: RequestSerializer | None = None
         self._deserializer_obj: ResponseDeserializer | None = None
         self._auth_token = authToken
@@ -115,8 +185,12 @@ class EndpointModel(Transformer, DefaultParamsReadable, DefaultParamsWritable):
             self._deserializer_obj = kwargs.pop("deserializer")
             kwargs["deserializer"] = type(self._deserializer_obj).__name__
         if isinstance(kwargs.get("outputs"), list):
-            kwargs["outputs"] = json.dumps([{"name": o.name, "kind": o.kind} if isinstance(o, OutputSpec) else o
-                                            for o in kwargs["outputs"]])
+            kwargs["outputs"] = json.dumps(
+                [
+                    {"name": o.name, "kind": o.kind} if isinstance(o, OutputSpec) else o
+                    for o in kwargs["outputs"]
+                ]
+            )
         if kwargs.get("outputs") is None:
             kwargs.pop("outputs", None)
         if "errorPolicy" in kwargs and kwargs["errorPolicy"] not in ("fail", "column"):
@@ -174,17 +248,27 @@ class EndpointModel(Transformer, DefaultParamsReadable, DefaultParamsWritable):
             extra.append(StructField(self.getOrDefault(self.errorCol), StringType()))
         clash = sorted({f.name for f in extra} & set(dataset.columns))
         if clash:
-            raise ValueError(f"the DataFrame already has column(s) {clash}; rename them or choose other names")
+            raise ValueError(
+                f"the DataFrame already has column(s) {clash}; rename them or choose other names"
+            )
         plan = ScoringPlan(
-            url=target.url, token=target.token, features_index=dataset.columns.index(features), features_col=features,
+            url=target.url,
+            token=target.token,
+            features_index=dataset.columns.index(features),
+            features_col=features,
             serializer=self._serializer_obj or serializer(self.getOrDefault(self.serializer)),
             deserializer=self._deserializer_obj or deserializer(self.getOrDefault(self.deserializer)),
-            outputs=outputs, max_rows=self.getOrDefault(self.maxBatchRows), max_bytes=self.getOrDefault(self.maxBatchBytes),
-            concurrency=self.getOrDefault(self.concurrency), max_retries=self.getOrDefault(self.maxRetries),
-            backoff=self.getOrDefault(self.retryBackoff), timeout=self.getOrDefault(self.requestTimeout),
+            outputs=outputs,
+            max_rows=self.getOrDefault(self.maxBatchRows),
+            max_bytes=self.getOrDefault(self.maxBatchBytes),
+            concurrency=self.getOrDefault(self.concurrency),
+            max_retries=self.getOrDefault(self.maxRetries),
+            backoff=self.getOrDefault(self.retryBackoff),
+            timeout=self.getOrDefault(self.requestTimeout),
             error_column=self.getOrDefault(self.errorCol) if policy == "column" else None,
             variant_column=variant_col or None,
-            target_variant=self.getOrDefault(self.targetVariant) or None)
+            target_variant=self.getOrDefault(self.targetVariant) or None,
+        )
         return dataset.mapInArrow(plan.run, StructType(fields + extra))
 
 
@@ -240,7 +324,9 @@ class ScoringPlan:
                 entry = {"batch": batch, "futures": [], "sealed": False}
                 pending.append(entry)
                 if batch.num_rows:
-                    rows = self.serializer.serialize(to_matrix(batch.column(self.features_index), self.features_col))
+                    rows = self.serializer.serialize(
+                        to_matrix(batch.column(self.features_index), self.features_col)
+                    )
                     for start, stop in self.cut(rows):
                         in_flight = [f for e in pending for f in e["futures"] if not f.done()]
                         if len(in_flight) >= self.concurrency:
@@ -253,7 +339,7 @@ class ScoringPlan:
                 yield self.assemble(pending.popleft())
 
     def cut(self, rows) -> list[tuple[int, int]]:
-        """Row ranges of at most ``max_rows`` rows and ``max_bytes`` bytes (a single larger row is an error)."""
+        """Row ranges of at most ``max_rows`` rows and ``max_bytes`` bytes (a larger single row: error)."""
         n = len(rows.ends)
         budget = self.max_bytes - self.serializer.overhead()
         spans, start = [], 0
@@ -262,7 +348,9 @@ class ScoringPlan:
             stop = int(np.searchsorted(rows.ends, base + budget, side="right"))
             stop = min(stop, start + self.max_rows, n)
             if stop == start:
-                raise ValueError(f"a row of {rows.size(start, start + 1)} bytes exceeds maxBatchBytes={self.max_bytes}")
+                raise ValueError(
+                    f"a row of {rows.size(start, start + 1)} bytes exceeds maxBatchBytes={self.max_bytes}"
+                )
             spans.append((start, stop))
             start = stop
         return spans
@@ -283,7 +371,9 @@ class ScoringPlan:
                 return [Segment(start, stop, None, variant, message)]
         message = f"{status}: {body.decode('utf-8', 'replace')[:1000]}"
         if not self.error_column:
-            raise EndpointCallError(f"endpoint {self.url} answered {message} for a batch of {stop - start} rows")
+            raise EndpointCallError(
+                f"endpoint {self.url} answered {message} for a batch of {stop - start} rows"
+            )
         if status < 500 and stop - start > 1:  # isolate the rows at fault
             middle = (start + stop) // 2
             return self.call(rows, start, middle) + self.call(rows, middle, stop)
@@ -297,12 +387,19 @@ class ScoringPlan:
         attempt = 0
         while True:
             try:
-                resp = session().post(self.url + "/invocations", data=body, headers=self.headers, timeout=self.timeout)
+                resp = session().post(
+                    self.url + "/invocations", data=body, headers=self.headers, timeout=self.timeout
+                )
                 status, content = resp.status_code, resp.content
                 variant = resp.headers.get("X-Invoked-Production-Variant")
                 retry_after = resp.headers.get("Retry-After")
             except (requests.ConnectionError, requests.Timeout) as exc:
-                status, content, variant, retry_after = 599, f"{type(exc).__name__}: {exc}".encode(), None, None
+                status, content, variant, retry_after = (
+                    599,
+                    f"{type(exc).__name__}: {exc}".encode(),
+                    None,
+                    None,
+                )
             if status not in RETRYABLE and status != 599 or attempt >= self.max_retries:
                 return (503 if status == 599 else status), content, variant
             delay = min(self.backoff * 2**attempt, 10.0) * (0.5 + random.random())
@@ -336,7 +433,9 @@ class ScoringPlan:
                 width = values.shape[1] if values is not None else 0
                 columns.append(dense_vectors(values if values is not None else np.zeros((n, width)), valid))
             else:
-                columns.append(pa.array(values if values is not None else np.zeros(n), pa.float64(), mask=~valid))
+                columns.append(
+                    pa.array(values if values is not None else np.zeros(n), pa.float64(), mask=~valid)
+                )
             names.append(spec.name)
         if self.variant_column:
             variants = np.full(n, None, object)
