@@ -223,6 +223,19 @@ def test_an_update_to_a_broken_config_keeps_the_old_one_serving(endpoint, home):
     assert post(endpoint.url, "1,2,3,4\n").status_code == 200
 
 
+def test_an_endpoint_whose_model_cannot_start_fails_with_the_reason(home):
+    hosting.create_model(
+        "dead", command=[sys.executable, "-c", "import sys; print('no model here'); sys.exit(4)"]
+    )
+    hosting.create_endpoint_config("dead", [ProductionVariant("AllTraffic", "dead")])
+    with pytest.raises(hosting.EndpointError, match="exited with code 4.*no model here"):
+        hosting.create_endpoint("dead", "dead", router_workers=1)
+    d = hosting.describe_endpoint("dead")
+    assert d.status == "Failed" and "exited with code 4" in d.failure_reason
+    hosting.delete_endpoint("dead")
+    assert "dead" not in [e.name for e in hosting.list_endpoints()]
+
+
 @pytest.fixture(scope="module")
 def byo(home):
     """A token-protected endpoint over a user's own server (stdlib), with a 1 s timeout."""

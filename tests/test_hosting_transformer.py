@@ -175,6 +175,23 @@ def test_error_policies(endpoint, home, spark):
         EndpointModel(endpoint="scoring", targetVariant="A").transform(df.withColumnRenamed("id", "score"))
 
 
+def test_endpoint_model_params_survive_save_and_load(tmp_path, endpoint):
+    model = EndpointModel(
+        endpoint="scoring",
+        serializer="csv",
+        maxBatchRows=123,
+        errorPolicy="column",
+        outputs=[OutputSpec("score")],
+        authToken="not-saved",
+    )
+    model.save(str(tmp_path / "em"))
+    loaded = EndpointModel.load(str(tmp_path / "em"))
+    for name in ("endpoint", "serializer", "maxBatchRows", "errorPolicy", "outputs"):
+        assert loaded.getOrDefault(name) == model.getOrDefault(name)
+    assert loaded._auth_token is None
+    assert "not-saved" not in "".join(p.read_text() for p in (tmp_path / "em").rglob("part-*"))
+
+
 def test_retries_ride_over_503s_from_a_flaky_server(home, spark):
     script = home.root / "byo_server.py"
     script.write_text(BYO_SERVER)
