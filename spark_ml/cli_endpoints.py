@@ -17,7 +17,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "endpoints",
         help="inference endpoints: models, configs, endpoints",
-        description=__doc__.splitlines()[0],
+        description="Manage inference endpoints, their models and endpoint configs.",
     )
     sub = parser.add_subparsers(dest="endpoints_command", metavar="COMMAND", required=True)
 
@@ -107,10 +107,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--variant", action="append", required=True, metavar="NAME=MODEL[:COUNT[:WEIGHT]]")
     p.set_defaults(func=cmd_create_config)
 
-    for name, func in (("list-models", cmd_list_models), ("list-configs", cmd_list_configs)):
-        sub.add_parser(name).set_defaults(func=func)
-    for name, func in (("delete-model", cmd_delete_model), ("delete-config", cmd_delete_config)):
-        p = sub.add_parser(name)
+    for name, helptext, func in (
+        ("list-models", "list registered models", cmd_list_models),
+        ("list-configs", "list endpoint configs", cmd_list_configs),
+    ):
+        sub.add_parser(name, help=helptext).set_defaults(func=func)
+    for name, helptext, func in (
+        ("delete-model", "remove a model from the registry", cmd_delete_model),
+        ("delete-config", "remove an endpoint config", cmd_delete_config),
+    ):
+        p = sub.add_parser(name, help=helptext)
         p.add_argument("name")
         p.set_defaults(func=func)
     return parser
