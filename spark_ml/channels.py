@@ -8,6 +8,7 @@ from algorithms.channel import DISTRIBUTIONS, SHARDED_BY_KEY, Channel
 
 from .datasource import SHORT_NAME, ChannelWriteError, RecordIOProtobufDataSource
 
+
 def register(spark: SparkSession) -> str:
     """Make ``format("recordio-protobuf")`` available in this session (classic or Spark Connect).
 

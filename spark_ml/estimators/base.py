@@ -107,7 +107,8 @@ class SageMakerEstimator(Estimator, CommonParams, MLWritable, MLReadable):
         return self._fit_channels({"train": dataset})
 
     def _fit_channels(self, data: dict[str, DataFrame | Channel]) -> SageMakerModel:
-        self.hyperparameters(_feature_dim_hint(data.get("train"), self.getOrDefault(self.featuresCol)))  # every check that needs no data: no job yet
+        # every check that needs no data happens here, before any Spark job
+        self.hyperparameters(_feature_dim_hint(data.get("train"), self.getOrDefault(self.featuresCol)))
         spark = _session_of(data)
         staged: list[str] = []
         try:
