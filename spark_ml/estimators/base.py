@@ -206,6 +206,19 @@ class SageMakerModel(Model, CommonParams, MLWritable, MLReadable):
     def featureDim(self) -> int:
         return self.algorithm_model.feature_dim
 
+    def deploy(self, endpointName: str, instanceCount: int = 1, variantName: str = "AllTraffic",
+               initialWeight: float = 1.0, creationPolicy: str = "CREATE_ON_CONSTRUCT", **options: Any):
+        """Host this model on an endpoint; returns an ``EndpointModel`` that scores DataFrames through it.
+
+        ``creationPolicy``: ``CREATE_ON_CONSTRUCT`` (now), ``CREATE_ON_TRANSFORM`` (at the first transform) or
+        ``DO_NOT_CREATE`` (the endpoint exists). Deploying to an existing endpoint adds (or replaces) the
+        variant, so two deploys make an A/B test. ``options`` go to ``spark_ml.hosting.deploy``.
+        """
+        from ..hosting.deployment import deploy
+
+        return deploy(self.getOrDefault(self.modelLocation), endpointName, instanceCount, variantName, initialWeight,
+                      creation_policy=creationPolicy, features_col=self.getOrDefault(self.featuresCol), **options)
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
         return score_dataframe(dataset, self.getOrDefault(self.modelLocation), self.getOrDefault(self.featuresCol),
                                self.algorithm_model)
