@@ -43,9 +43,9 @@ def iter_file_blocks(path: str, filesystem: pafs.FileSystem | None = None, featu
             # costs O(S) copying and scanning, not O(S**2 / chunk_bytes).
             want = max(chunk_bytes, held)
             if len(buf) < held + want or len(buf) > 2 * (held + want):
-                grown = np.empty(held + want, np.uint8)
-                grown[:held] = buf[:held]
-                buf = grown
+                resized = np.empty(held + want, np.uint8)
+                resized[:held] = buf[:held]
+                buf = resized
             got = stream.readinto(memoryview(buf)[held : held + want])
             size = held + got
             if size == 0:

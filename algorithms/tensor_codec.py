@@ -256,15 +256,6 @@ def scatter(out: np.ndarray, dest: np.ndarray, items: np.ndarray) -> None:
         out[dest + j] = columns[:, j]
 
 
-def gather(buf: np.ndarray, src: np.ndarray, dtype) -> np.ndarray:
-    """``buf[src[i] : src[i] + size]`` as one little-endian ``dtype`` item each, for unaligned offsets."""
-    dt = np.dtype(dtype)
-    columns = np.empty((len(src), dt.itemsize), dtype=np.uint8)
-    for j in range(dt.itemsize):
-        columns[:, j] = buf[src + j]
-    return columns.view(dt.newbyteorder("<")).reshape(-1).astype(dt, copy=False)
-
-
 def _escape_var_rows(out: np.ndarray, starts: np.ndarray, plen: np.ndarray) -> bytes:
     words = out.view("<u4")
     hits = np.flatnonzero(words == MAGIC) * 4
@@ -491,10 +482,12 @@ def _skip_strings(buf: np.ndarray, pos: np.ndarray, end: np.ndarray) -> np.ndarr
 
 def _gather(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     """Concatenate ``buf[starts[i] : starts[i] + lens[i]]`` for every i (a new array)."""
-    n, total = len(starts), int(lens.sum())
+    total = int(lens.sum())
     if total == 0:
         return np.zeros(0, np.uint8)
-    ends = starts + lens
+    if not lens.all():  # an absent field has start 0, wherever its record is
+        starts, lens = starts[lens > 0], lens[lens > 0]
+    n, ends = len(starts), starts + lens
     lo, hi = int(starts[0]), int(ends[-1])
     if 8 * total > hi - lo and (starts[1:] >= ends[:-1]).all():
         # Most of the span, in order and apart (as the values or keys of successive records are): keep the
@@ -570,12 +563,12 @@ def _features(buf, region, source, feature_dim, first_index):
 
 def _keys(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, counts: np.ndarray, source: str,
           first_index: int) -> np.ndarray:
-    """The packed varint keys of every record (uint64, back to back); each record with keys must have as
-    many as ``counts`` says."""
+    """The packed varint keys of every record, back to back (as :func:`varint.decode_stream` gives them);
+    each record with keys must have as many as ``counts`` says."""
     key_bytes = _gather(buf, starts, lens)
     keyed = lens > 0
     if not keyed.any():
-        return np.zeros(0, np.uint64)
+        return np.zeros(0, np.uint32)
     bounds = np.zeros(len(lens) + 1, np.int64)
     np.cumsum(lens, out=bounds[1:])
     if (key_bytes[bounds[1:][keyed] - 1] >= 0x80).any():

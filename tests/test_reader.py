@@ -170,8 +170,8 @@ def test_memory_stays_about_one_chunk_plus_one_batch(tmp_path):
         tracemalloc.stop()
     assert total == 40_000
     assert file_size > 60 * chunk
-    # a few chunk-sized buffers (read, pending + chunk, the scan's views) and a few batches: far below
-    # the file size
+    # a few chunk-sized buffers (the read buffer, the decoded chunk, decoding temporaries) and a few
+    # batches: far below the file size
     assert peak < 6 * chunk + 8 * batch_bytes, peak
 
 
