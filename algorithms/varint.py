@@ -109,17 +109,13 @@ def decode_stream(data: np.ndarray, ends: np.ndarray | None = None) -> np.ndarra
         padded = np.zeros(len(data) + 3, np.uint8)
         padded[3:] = data
         words = np.take(np.ndarray(len(data), "<u4", buffer=padded, strides=(1,)), ends)
-        del padded
-        shift = lens.astype(np.uint32, copy=False)
-        del lens
-        shift <<= 3
-        np.subtract(32, shift, out=shift)
-        words >>= shift
+        words >>= np.uint32(32) - (lens.astype(np.uint32) << np.uint32(3))
         values = words & 0x7F
-        for group in range(1, 4):  # in place: keys are most of a sparse chunk's memory
-            np.right_shift(words, group, out=shift)
-            shift &= 0x7F << 7 * group
-            values |= shift
+        group = np.empty_like(words)
+        for g in range(1, 4):  # in place: keys are the largest arrays of a sparse chunk
+            np.right_shift(words, g, out=group)
+            group &= 0x7F << 7 * g
+            values |= group
         return values
     # Horner's rule from each varint's last (most significant) byte back to its first. Indices before a
     # varint's first byte (-1 at the very start) are read but not used.
