@@ -80,7 +80,7 @@ def _collective_probe(batches):
     for _ in batches:
         pass
     ctx = BarrierTaskContext.get()
-    coll = BarrierCollectives(ctx, chunk_bytes=4 << 20)
+    coll = BarrierCollectives(ctx)
     checks = []
     for n in (1, 1000, 256 << 10, 4 << 20, 16 << 20):  # float32 elements: up to 64 MiB
         mine = np.random.default_rng(coll.rank * 1000 + n).standard_normal(n).astype(np.float32)

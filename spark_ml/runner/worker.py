@@ -68,11 +68,12 @@ def run_worker(spec: WorkerSpec, context) -> dict:
     infos = context.getTaskInfos()
     address = _host_of(infos[rank].address)
     reporter = RemoteReporter(rank, spec.monitor_url, spec.monitor_token)
-    collectives = BarrierCollectives(context)
+    collectives = None
     workdir = tempfile.mkdtemp(prefix=f"spark-ml-{spec.job_name}-{rank}-")
     result = {"rank": rank, "attempt": attempt, "status": OK, "reason": None, "detail": None, "metrics": "{}",
               "events": "[]", "model_location": None, "host": address, "gpus": "", "seconds": 0.0}
     try:
+        collectives = BarrierCollectives(context, address)
         gpus = choose_gpus(spec, context, rank)
         result["gpus"] = ",".join(gpus)
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
@@ -99,8 +100,9 @@ def run_worker(spec: WorkerSpec, context) -> dict:
         result.update(status=PEER_FAILED, reason=str(exc))
     except BaseException as exc:  # noqa: BLE001 - every failure becomes this worker's reported reason
         reason = _first_line(exc)
-        with contextlib.suppress(Exception):  # the others may be gone already
-            collectives.fail(reason)
+        if collectives is not None:
+            with contextlib.suppress(Exception):  # the others may be gone already
+                collectives.fail(reason)
         result.update(status=FAILED, reason=reason, detail=traceback.format_exc()[-8000:])
     finally:
         result["events"] = json.dumps(reporter.close())
