@@ -11,6 +11,7 @@ using collectives) and ``E`` (this worker finished). A peer that vanishes (close
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import secrets
@@ -123,10 +124,8 @@ class BarrierCollectives(Collectives):
                 lost = lost or (rank, f"connection lost ({exc})")
                 out[rank] = (FAILED, f"connection lost ({exc})".encode())
         for future in sends:
-            try:
+            with contextlib.suppress(ConnectionError, OSError):  # the receiving side reports a lost peer
                 future.result()
-            except (ConnectionError, OSError):
-                pass  # the receiving side reports the lost peer
         return out
 
     def _check(self, frames: list[tuple[bytes, bytes]]) -> None:
@@ -173,10 +172,8 @@ class BarrierCollectives(Collectives):
     def _close(self) -> None:
         self.closed = True
         for sock in list(self._send.values()) + list(self._recv.values()):
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass
         self._pool.shutdown(wait=False)
 
 
