@@ -144,15 +144,16 @@ def first_non_finite(matrix) -> int | None:
     return int(np.flatnonzero(bad.reshape(len(data), -1).any(axis=1))[0])
 
 
-def dense_to_arrow(matrix: np.ndarray) -> pa.StructArray:
-    """Dense rows as a VectorUDT struct column."""
+def dense_to_arrow(matrix: np.ndarray, valid: np.ndarray | None = None) -> pa.StructArray:
+    """Dense rows as a VectorUDT struct column (null where ``valid`` is False)."""
     n, d = matrix.shape
-    values = pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)),
+    values = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * d),
                                       pa.array(np.ascontiguousarray(matrix, dtype=np.float64).reshape(-1)),
                                       type=VECTOR_FIELDS[3].type)
+    mask = None if valid is None else pa.array(~np.asarray(valid, bool))
     return pa.StructArray.from_arrays(
         [pa.array(np.ones(n, np.int8)), pa.nulls(n, pa.int32()), pa.nulls(n, VECTOR_FIELDS[2].type), values],
-        fields=VECTOR_FIELDS)
+        fields=VECTOR_FIELDS, mask=mask)
 
 
 def csr_to_arrow(matrix: sp.csr_matrix) -> pa.StructArray:

@@ -311,7 +311,7 @@ class ScoringPlan:
     headers: dict = field(default_factory=dict)
 
     def run(self, batches):
-        from .arrow_vectors import to_matrix
+        from ..arrow_vectors import vectors_from_arrow
 
         self.headers = {"Content-Type": self.serializer.content_type, "Accept": self.deserializer.accept}
         if self.token:
@@ -325,7 +325,7 @@ class ScoringPlan:
                 pending.append(entry)
                 if batch.num_rows:
                     rows = self.serializer.serialize(
-                        to_matrix(batch.column(self.features_index), self.features_col)
+                        vectors_from_arrow(batch.column(self.features_index), self.features_col).matrix
                     )
                     for start, stop in self.cut(rows):
                         in_flight = [f for e in pending for f in e["futures"] if not f.done()]
@@ -411,7 +411,7 @@ class ScoringPlan:
     def assemble(self, entry):
         import pyarrow as pa
 
-        from .arrow_vectors import dense_vectors
+        from ..arrow_vectors import dense_to_arrow
 
         batch = entry["batch"]
         n = batch.num_rows
@@ -431,7 +431,7 @@ class ScoringPlan:
                 valid[s.start : s.stop] = True
             if spec.kind == "vector":
                 width = values.shape[1] if values is not None else 0
-                columns.append(dense_vectors(values if values is not None else np.zeros((n, width)), valid))
+                columns.append(dense_to_arrow(values if values is not None else np.zeros((n, width)), valid))
             else:
                 columns.append(
                     pa.array(values if values is not None else np.zeros(n), pa.float64(), mask=~valid)
