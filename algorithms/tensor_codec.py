@@ -78,12 +78,19 @@ def encode_dense(features: np.ndarray, labels: np.ndarray | None = None) -> byte
     n, d = x.shape
     x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("<"))
     feat_prefix, feat_len = _dense_entry(0x0A, d, x.dtype)
-    pieces: list[tuple[bytes, np.ndarray | None]] = [(feat_prefix, x.view(np.uint8).reshape(n, feat_len))]
+    pieces: list[tuple[bytes, np.ndarray]] = [(feat_prefix, x.view(np.uint8).reshape(n, feat_len))]
     if labels is not None:
         y = _label_matrix(labels, n)
         label_prefix, label_len = _dense_entry(0x12, y.shape[1], y.dtype)
         pieces.append((label_prefix, y.view(np.uint8).reshape(n, label_len)))
-    payload_len = sum(len(p) + (0 if a is None else a.shape[1]) for p, a in pieces)
+    return frame_fixed_layout(pieces, n)
+
+
+def frame_fixed_layout(pieces: list[tuple[bytes, np.ndarray]], n: int) -> bytes:
+    """Frame ``n`` records that share one layout: each piece is constant prefix bytes then a per-row
+    ``(n, k)`` uint8 block. Every record is one row of an ``(n, stride)`` matrix; rows whose payload holds
+    the magic word are re-framed as multi-part records."""
+    payload_len = sum(len(p) + a.shape[1] for p, a in pieces)
     if payload_len > MAX_RECORD_LENGTH:
         raise ValueError(f"a record of {payload_len} bytes exceeds the RecordIO limit of {MAX_RECORD_LENGTH}")
     stride = 8 + payload_len + (-payload_len & 3)

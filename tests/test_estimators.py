@@ -1,5 +1,6 @@
 """The built-in estimators as Spark ML stages, against scikit-learn on its bundled real datasets."""
 
+import json
 import os
 
 import numpy as np
@@ -171,3 +172,30 @@ def test_cross_validator_picks_among_param_maps(spark, spark_ml_home):
     assert len(model.avgMetrics) == 2 and min(model.avgMetrics) > 0.9
     assert isinstance(model.bestModel, spark_ml.LinearLearnerBinaryClassifierModel)
     assert model.bestModel.trainingJobName in {j.name for j in jobs.list_jobs()}
+
+
+def test_script_estimator_from_a_dataframe(spark, spark_ml_home, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "train.py").write_text(
+        "import json, os, sys\n"
+        "files = os.listdir(os.environ['SM_CHANNEL_TRAIN'])\n"
+        "hps = json.loads(os.environ['SM_HPS'])\n"
+        "open(os.path.join(os.environ['SM_MODEL_DIR'], 'weights.json'), 'w').write(json.dumps(hps))\n"
+        "print(f\"val_loss={0.5 / hps['epochs']}\")\n")
+    df = _df(spark, np.eye(6), np.arange(6) % 2, partitions=2)
+    estimator = spark_ml.ScriptEstimator(entryPoint="train.py", sourceDir=str(src), numWorkers=2,
+                                         hyperparameters={"epochs": 5},
+                                         metricDefinitions=[{"Name": "validation:loss",
+                                                             "Regex": "val_loss=([0-9.]+)"}], showProgress=False)
+    model = estimator.fit(df)
+    assert model.metrics == {"validation:loss": 0.1}
+    assert model.files == ["weights.json"]
+    with open(os.path.join(model.modelLocation, "weights.json")) as f:
+        assert json.load(f) == {"epochs": 5}
+    with pytest.raises(TypeError, match="has no built-in scoring"):
+        model.transform(df)
+    with pytest.raises(ParamError, match="Param entryPoint: 'missing.py' is not a file"):
+        spark_ml.ScriptEstimator(entryPoint="missing.py", sourceDir=str(src)).fit(df)
+    with pytest.raises(ParamError, match="Param trainCommand is required"):
+        spark_ml.AlgorithmEstimator().fit(df)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import varint
-from ..recordio import MAGIC, MAX_RECORD_LENGTH, frame, scan_frames
+from ..recordio import scan_frames
+from ..tensor_codec import frame_fixed_layout
 
 _LABEL_FIELD = 0x12  # Record.label (field 2, length-delimited)
 _ENTRY_KEY = 0x0A  # MapEntry.key
@@ -60,37 +61,11 @@ def encode_outputs(outputs: dict[str, np.ndarray]) -> bytes:
     n, columns = _as_columns(outputs)
     if n == 0:
         return b""
-    pieces = []
-    for name, data in columns:
-        pieces.append((np.frombuffer(_entry_prefix(name, data.shape[1]), np.uint8), data.view(np.uint8)))
-    payload_len = sum(len(p) + d.shape[1] for p, d in pieces)
-    if payload_len > MAX_RECORD_LENGTH:
-        raise ValueError(f"a response record of {payload_len} bytes exceeds the RecordIO limit")
-    stride = 8 + payload_len + (-payload_len & 3)
-    out = np.zeros((n, stride), np.uint8)
-    out[:, :8] = np.frombuffer(np.array([MAGIC, payload_len], "<u4").tobytes(), np.uint8)
-    at = 8
-    for prefix, data in pieces:
-        out[:, at : at + len(prefix)] = prefix
-        at += len(prefix)
-        out[:, at : at + data.shape[1]] = data
-        at += data.shape[1]
-    return _escape(out, payload_len)
-
-
-def _escape(out: np.ndarray, payload_len: int) -> bytes:
-    """Re-frame (as multi-part records) the rare rows whose payload holds the RecordIO magic word."""
-    words = out.view("<u4")[:, 2 : 2 + payload_len // 4]
-    hits = np.flatnonzero((words == MAGIC).any(axis=1)) if words.shape[1] else []
-    if not len(hits):
-        return out.tobytes()
-    chunks, prev = [], 0
-    for i in hits:
-        chunks.append(out[prev:i].tobytes())
-        chunks.append(frame(out[i, 8 : 8 + payload_len].tobytes()))
-        prev = i + 1
-    chunks.append(out[prev:].tobytes())
-    return b"".join(chunks)
+    pieces = [(_entry_prefix(name, data.shape[1]), data.view(np.uint8)) for name, data in columns]
+    try:
+        return frame_fixed_layout(pieces, n)
+    except ValueError as exc:
+        raise ValueError(f"response record: {exc}") from None
 
 
 def decode_outputs(buf, source: str = "response body") -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ import os
 import uuid
 from typing import Any, ClassVar
 
-from pyspark.ml import Estimator, Model
+from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame, SparkSession
@@ -25,12 +25,13 @@ from algorithms.hyperparameters import AUTO, HyperparameterError, Hyperparameter
 
 from ..channels import to_channel
 from ..runner import TrainingRequest, TrainingResult, run_training
+from .channel_fit import ChannelFitEstimator
 from .locations import default_model_store, default_staging_dir
 from .params import CommonParams, ParamError, declared_params
 from .scoring import score_dataframe
 
 
-class SageMakerEstimator(Estimator, CommonParams, MLWritable, MLReadable):
+class SageMakerEstimator(ChannelFitEstimator, CommonParams, MLWritable, MLReadable):
     """Base of every built-in estimator. Subclasses set ``_algorithm``, ``_model_class`` and maybe ``_fixed``."""
 
     _algorithm: ClassVar[str]
@@ -95,17 +96,6 @@ class SageMakerEstimator(Estimator, CommonParams, MLWritable, MLReadable):
         return out
 
     # fit ------------------------------------------------------------------------------------------------
-    def fit(self, dataset, params=None):
-        """Train on a DataFrame, a Channel, or a dict of them keyed by channel name (``train``, ``validation``…)."""
-        if isinstance(dataset, DataFrame):
-            return super().fit(dataset, params)
-        if params:
-            return self.copy(params).fit(dataset)
-        return self._fit_channels(dataset if isinstance(dataset, dict) else {"train": dataset})
-
-    def _fit(self, dataset: DataFrame) -> SageMakerModel:
-        return self._fit_channels({"train": dataset})
-
     def _fit_channels(self, data: dict[str, DataFrame | Channel]) -> SageMakerModel:
         # every check that needs no data happens here, before any Spark job
         self.hyperparameters(_feature_dim_hint(data.get("train"), self.getOrDefault(self.featuresCol)))

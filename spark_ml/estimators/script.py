@@ -10,7 +10,7 @@ import tarfile
 from abc import abstractmethod
 from typing import Any
 
-from pyspark.ml import Estimator, Model
+from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.sql import DataFrame
 
@@ -20,6 +20,7 @@ from algorithms.channel import Channel
 
 from ..channels import to_channel
 from ..runner import EXECUTABLE, SCRIPT, ScriptPlan, TrainingRequest, run_training
+from .channel_fit import ChannelFitEstimator
 from .locations import default_model_store, default_staging_dir
 from .params import CommonParams, ParamError
 
@@ -63,7 +64,7 @@ def _to_metric_definitions(value) -> list[dict[str, str]]:
     return out
 
 
-class _UserCodeEstimator(Estimator, CommonParams):
+class _UserCodeEstimator(ChannelFitEstimator, CommonParams):
     hyperparameters = Param(Params._dummy(), "hyperparameters", "hyperparameters passed to the code (as SageMaker "
                             "does: SM_HPS, SM_HP_<NAME>, command-line arguments)", typeConverter=_to_dict)
     metricDefinitions = Param(Params._dummy(), "metricDefinitions", 'regexes that pick metrics out of the output: '
@@ -89,16 +90,6 @@ class _UserCodeEstimator(Estimator, CommonParams):
     @abstractmethod
     def _plan(self) -> ScriptPlan:
         """What each worker runs."""
-
-    def fit(self, dataset, params=None):
-        if isinstance(dataset, DataFrame):
-            return super().fit(dataset, params)
-        if params:
-            return self.copy(params).fit(dataset)
-        return self._fit_channels(dataset if isinstance(dataset, dict) else {"train": dataset})
-
-    def _fit(self, dataset: DataFrame):
-        return self._fit_channels({"train": dataset})
 
     def _fit_channels(self, data: dict[str, DataFrame | Channel]) -> UserCodeModel:
         plan = self._plan()
