@@ -237,7 +237,7 @@ def test_failing_worker_fails_the_job_with_its_reason(spark, spark_ml_home, canc
 def test_builtin_bad_hyperparameter_names_rank_and_range(spark, spark_ml_home, cancer_channel):
     channel, _, _ = cancer_channel
     hps = {"feature_dim": "30", "num_factors": "0", "predictor_type": "binary_classifier"}
-    with pytest.raises(TrainingJobFailed, match=r"worker 0: HyperparameterError: hyperparameter num_factors"):
+    with pytest.raises(TrainingJobFailed, match=r"worker [01]: HyperparameterError: hyperparameter num_factors"):
         run_training(spark, TrainingRequest("factorization-machines", hps, {"train": channel}, num_workers=2,
                                             progress=False))
 

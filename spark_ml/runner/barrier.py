@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from algorithms.training.collectives import Collectives
 
-DATA, FAILED, ENDED = b"D", b"F", b"E"
+DATA, FAILED, ENDED, LOST = b"D", b"F", b"E", b"L"
 _HEADER = struct.Struct("!cQ")
 _HELLO = struct.Struct("!I32s")
 CONNECT_TIMEOUT = 120.0
@@ -31,10 +31,11 @@ CONNECT_TIMEOUT = 120.0
 class PeerFailed(RuntimeError):
     """Another worker failed; this one stops without further collective calls."""
 
-    def __init__(self, rank: int, reason: str):
+    def __init__(self, rank: int, reason: str, lost: bool = False):
         super().__init__(f"worker {rank} failed: {reason}")
         self.rank = rank
         self.reason = reason
+        self.lost = lost  # the peer vanished (crashed, killed, executor lost) rather than reporting a failure
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytearray:
@@ -115,20 +116,19 @@ class BarrierCollectives(Collectives):
         frame = _HEADER.pack(kind, len(payload))
         sends = [self._pool.submit(_send_frame, sock, frame, payload) for sock in self._send.values()]
         out: list[tuple[bytes, bytes]] = [(kind, payload)] * self.world_size
-        lost = None
         for rank, sock in self._recv.items():
             try:
                 got_kind, length = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
                 out[rank] = (got_kind, _recv_exact(sock, length))
             except (ConnectionError, OSError) as exc:
-                lost = lost or (rank, f"connection lost ({exc})")
-                out[rank] = (FAILED, f"connection lost ({exc})".encode())
+                out[rank] = (LOST, f"connection lost ({exc})".encode())
         for future in sends:
             with contextlib.suppress(ConnectionError, OSError):  # the receiving side reports a lost peer
                 future.result()
         return out
 
     def _check(self, frames: list[tuple[bytes, bytes]]) -> None:
+        _raise_lost(frames, self)
         for rank, (kind, body) in enumerate(frames):
             if kind == FAILED:
                 self._close()
@@ -162,6 +162,7 @@ class BarrierCollectives(Collectives):
             return
         frames = self._exchange(ENDED, b"")
         self._close()
+        _raise_lost(frames, self)
         for rank, (kind, body) in enumerate(frames):
             if kind == FAILED:
                 raise PeerFailed(rank, body.decode(errors="replace"))
@@ -175,6 +176,13 @@ class BarrierCollectives(Collectives):
             with contextlib.suppress(OSError):
                 sock.close()
         self._pool.shutdown(wait=False)
+
+
+def _raise_lost(frames: list[tuple[bytes, bytes]], collectives: BarrierCollectives) -> None:
+    for rank, (kind, body) in enumerate(frames):
+        if kind == LOST:
+            collectives._close()
+            raise PeerFailed(rank, body.decode(errors="replace"), lost=True)
 
 
 def _mac(key: bytes, rank: int) -> bytes:

@@ -40,6 +40,10 @@ class TrainingJobStopped(RuntimeError):
         self.job_name = job_name
 
 
+class _WorkerFailed(RuntimeError):
+    """A worker reported its failure while the stage ran; the stage was cancelled."""
+
+
 @dataclass
 class TrainingRequest:
     algorithm: str
@@ -97,6 +101,10 @@ def run_training(spark, request: TrainingRequest) -> TrainingResult:
         jobs.finish(name, jobs.STOPPED, failure_reason="stopped by the user")
         _discard(model_location)
         raise
+    except _WorkerFailed as exc:
+        jobs.finish(name, jobs.FAILED, failure_reason=str(exc))
+        _discard(model_location)
+        raise TrainingJobFailed(name, str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - Spark-level failure (executors lost beyond retries, …)
         reason = _spark_reason(exc)
         jobs.finish(name, jobs.FAILED, failure_reason=reason)
@@ -127,7 +135,9 @@ def _run_stage(spark, cap, spec: WorkerSpec, monitor: JobMonitor | None, name: s
     tag = f"spark-ml-{name}"
     frame = spark.range(0, spec.num_workers, 1, numPartitions=spec.num_workers)
     profile = capacity.resource_profile(cap, spec.gpus_per_worker)
-    stage = frame.mapInArrow(make_task(spec), RESULT_DDL, barrier=True, profile=profile)
+    # The shuffle after the barrier stage makes it a ShuffleMapStage: Spark re-runs a failed barrier map stage
+    # as a whole (an executor lost, a worker process killed), but never a failed barrier ResultStage.
+    stage = frame.mapInArrow(make_task(spec), RESULT_DDL, barrier=True, profile=profile).repartition(1)
     box: dict = {}
 
     tags = job_tags(spark)
@@ -143,16 +153,22 @@ def _run_stage(spark, cap, spec: WorkerSpec, monitor: JobMonitor | None, name: s
 
     thread = threading.Thread(target=collect, name=f"{tag}-collect", daemon=True)
     thread.start()
-    stopping = False
+    stopping = cancelled = False
     while thread.is_alive():
         thread.join(timeout=0.5)
         if monitor is not None:
             monitor.drain()
+            if monitor.failure is not None and not cancelled:
+                cancelled = True  # the others may be busy outside any collective: stop them now
+                tags.cancel(tag)
         if not stopping and jobs.stop_requested(name):
             stopping = True
             tags.cancel(tag)
     if stopping:
         raise TrainingJobStopped(name)
+    if cancelled:
+        rank, reason = monitor.failure
+        raise _WorkerFailed(f"worker {rank}: {reason}")
     if "error" in box:
         raise box["error"]
     return box["rows"]

@@ -41,6 +41,11 @@ class RemoteReporter(Reporter):
     def log(self, message: str) -> None:
         self._emit({"type": "log", "line": str(message)})
 
+    def failed(self, reason: str) -> None:
+        """This worker failed: tell the driver now, so it can stop the others (they may not be in a collective)."""
+        self._emit({"type": "failed", "reason": reason})
+        self._flush()
+
     def started(self, task_attempt_id: int) -> None:
         """This worker began an attempt (Spark re-runs the whole barrier stage when an executor is lost)."""
         self._emit({"type": "start", "task": int(task_attempt_id)})

@@ -21,6 +21,7 @@ class JobMonitor:
         self._progress: dict[int, dict] = {}
         self._events: list[dict] = []
         self._bar = None
+        self.failure: tuple[int, str] | None = None  # the first worker failure reported live
         self._show_progress = show_progress
         self._echo_logs = log_lines
         monitor = self
@@ -58,6 +59,8 @@ class JobMonitor:
             for event in events:
                 if event.get("type") == "progress":
                     self._progress[int(event["rank"])] = event
+                elif event.get("type") == "failed" and self.failure is None:
+                    self.failure = (int(event["rank"]), str(event["reason"]))
 
     def drain(self) -> None:
         """Write received events to the job record and move the progress bar (call from the driver's thread)."""

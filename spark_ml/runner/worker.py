@@ -97,9 +97,14 @@ def run_worker(spec: WorkerSpec, context) -> dict:
             result["model_location"] = write_artifact(model_dir, manifest, spec.model_location)
         result["metrics"] = json.dumps(metrics)
     except PeerFailed as exc:
+        if exc.lost:
+            # A vanished peer (crash, killed process, lost executor) fails this task too, so that Spark re-runs
+            # the whole barrier stage; a ResultStage with a task that succeeded could not be re-run.
+            raise RuntimeError(f"worker {rank}: {exc}") from None
         result.update(status=PEER_FAILED, reason=str(exc))
     except BaseException as exc:  # noqa: BLE001 - every failure becomes this worker's reported reason
         reason = _first_line(exc)
+        reporter.failed(reason)
         if collectives is not None:
             with contextlib.suppress(Exception):  # the others may be gone already
                 collectives.fail(reason)
