@@ -515,7 +515,7 @@ NAN, INF = float("nan"), float("inf")
 
 
 @pytest.mark.parametrize(("features", "labels", "partitions", "options", "message"), [
-    ([[1.0, 2.0], None], None, 1, {}, r"featuresCol 'features' is null in row 1 of partition 0"),
+    ([[1.0, 2.0], None], None, 1, {}, r"column 'features' is null at row 1 \(rows counted within partition 0\)"),
     ([[1.0, 2.0], [1.0, 2.0], [3.0]], None, 1, {},
      r"featuresCol 'features' has vectors of differing length: row 0 of partition 0 has 2 values, "
      r"row 2 of partition 0 has 1"),
@@ -528,7 +528,7 @@ NAN, INF = float("nan"), float("inf")
     ([[1e300, 1.0]], None, 1, {}, r"non-finite value \(1.0E300, which overflows float32 \(write with "
                                    r"dtype=float64\)\) at index 0 in row 0"),
     ([[1.0], [2.0]], [1.0, None], 1, {"labelCol": "label"},
-     r"labelCol 'label' is null in row 1 of partition 0"),
+     r"label column 'label' is null at row 1 \(rows counted within partition 0\)"),
     ([[1.0], [2.0]], [1.0, NAN], 1, {"labelCol": "label"},
      r"labelCol 'label' has a non-finite value \(NaN\) in row 1 of partition 0"),
     ([[1.0]], None, 1, {"featureCol": "features"},
