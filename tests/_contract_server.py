@@ -91,6 +91,8 @@ class ContractServer:
                     outputs = server.model.predict(Batch(features))
                 except ValueError as exc:
                     return self.answer(400, f"the model rejected the request: {exc}".encode(), "text/plain")
+                except Exception as exc:  # noqa: BLE001 - a server bug must show up as an answer, not a hang-up
+                    return self.answer(500, f"{type(exc).__name__}: {exc}".encode(), "text/plain")
                 with server.lock:
                     server.seen.append(Seen(content_type, accept, dict(self.headers), body, features.shape[0]))
                 variant = self.headers.get("X-Target-Variant") or server.variant
@@ -161,16 +163,21 @@ def decode(body: bytes, content_type: str, dim: int):
 
 
 def _instances(instances: list, dim: int):
+    """SageMaker's JSON instances, dense ``{"features": [...]}`` or sparse ``{"data": {"features": {...}}}``."""
     if all("features" in inst for inst in instances):
         return np.asarray([inst["features"] for inst in instances], np.float32).reshape(len(instances), -1)
     rows, cols, vals = [], [], []
     for i, inst in enumerate(instances):
-        tensor = inst["data"]["features"]
-        if tensor["shape"] != [dim]:
-            raise ValueError(f"the model expects {dim} features, got {tensor['shape']}")
-        rows += [i] * len(tensor["keys"])
-        cols += tensor["keys"]
-        vals += tensor["values"]
+        if "features" in inst:
+            keys, values = list(range(len(inst["features"]))), inst["features"]
+        else:
+            tensor = inst["data"]["features"]
+            if tensor["shape"] != [dim]:
+                raise ValueError(f"the model expects {dim} features, got {tensor['shape']}")
+            keys, values = tensor["keys"], tensor["values"]
+        rows += [i] * len(keys)
+        cols += keys
+        vals += values
     return sp.csr_matrix((np.asarray(vals, np.float32), (rows, cols)), shape=(len(instances), dim))
 
 

@@ -184,13 +184,15 @@ final class PartitionScorer(plan: ScoringPlan, input: Iterator[Row]) extends Ite
           Seq(Segment(start, stop, null, answer.variant, message))
       }
     } else {
-      val message =
-        if (answer.status == EndpointClient.Unreachable) {
-          s"no answer after ${settings.maxRetries + 1} attempt(s): ${answer.text}"
-        } else s"${answer.status}: ${answer.text.take(1000)}"
+      val unreachable = answer.status == EndpointClient.Unreachable
+      val attempts = s"${settings.maxRetries + 1} attempt(s)"
       if (!plan.errorColumn) {
-        throw new EndpointException(s"endpoint ${settings.url} answered $message for a batch of $n rows")
+        val what = if (unreachable) s"gave no answer after $attempts (${answer.text})"
+          else s"answered ${answer.status}: ${answer.text.take(1000)}"
+        throw new EndpointException(s"endpoint ${settings.url} $what for a batch of $n rows")
       }
+      val message = if (unreachable) s"no answer after $attempts: ${answer.text}"
+        else s"${answer.status}: ${answer.text.take(1000)}"
       if (answer.status >= 400 && answer.status < 500 && answer.status != 429 && n > 1) {
         val middle = (start + stop) / 2 // isolate the rows at fault
         call(batch, start, middle) ++ call(batch, middle, stop)
