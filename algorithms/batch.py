@@ -44,8 +44,9 @@ class Batch:
         return x if dtype is None else np.asarray(x, dtype=dtype)
 
     def slice(self, start: int, stop: int) -> Batch:
+        """Rows ``start:stop``: views of dense arrays; CSR rows without scipy's per-slice overhead."""
         labels = None if self.labels is None else self.labels[start:stop]
-        return Batch(self.features[start:stop], labels)
+        return Batch(_rows(self.features, start, stop), labels)
 
     @staticmethod
     def concat(batches: list[Batch]) -> Batch:
@@ -62,3 +63,15 @@ class Batch:
             raise ValueError("some batches have labels and some do not")
         labels = np.concatenate([b.labels for b in batches]) if all(has) else None
         return Batch(features, labels)
+
+
+def _rows(x: Features, start: int, stop: int) -> Features:
+    """``x[start:stop]``; CSR rows are cut from its arrays directly (scipy's row slicing costs ~4x more;
+    scipy still copies the entries of a slice that is a small part of ``x``)."""
+    if not (sp.issparse(x) and x.format == "csr"):
+        return x[start:stop]
+    start, stop, _ = slice(start, stop).indices(x.shape[0])
+    stop = max(start, stop)
+    lo, hi = x.indptr[start], x.indptr[stop]
+    return type(x)((x.data[lo:hi], x.indices[lo:hi], x.indptr[start : stop + 1] - lo),
+                   shape=(stop - start, x.shape[1]))

@@ -171,6 +171,9 @@ def scan_frames(buf, source: str = "<buffer>", base_offset: int = 0, final: bool
     if size == 0:
         return Frames(data, empty, empty, 0)
     words = data[: size & ~3].view("<u4")
+    uniform = _scan_uniform(data, words, final)
+    if uniform is not None:
+        return uniform
     heads = np.flatnonzero(words == MAGIC).astype(np.int64)
     if len(heads) and heads[0] == 0:
         has_lrec = heads + 1 < len(words)
@@ -190,6 +193,27 @@ def scan_frames(buf, source: str = "<buffer>", base_offset: int = 0, final: bool
                 consumed = last_end if complete else int(heads[-1] * 4)
                 return Frames(data, heads[:k] * 4 + 8, lengths[:k], consumed)
     return _scan_sequential(data, source, base_offset, final)
+
+
+def _scan_uniform(data: np.ndarray, words: np.ndarray, final: bool) -> Frames | None:
+    """Records of one length back to back, as dense writers make them: check the heads only where the first
+    record's length puts them (what a sequential walk does), not every word of the buffer."""
+    if len(words) < 2 or words[0] != MAGIC or words[1] >> 29:
+        return None
+    length = int(words[1])
+    stride = 8 + length + padding(length)
+    count = len(data) // stride
+    if count == 0:
+        return None
+    step = stride // 4
+    heads = words[0 : count * step : step]
+    if not ((heads == MAGIC).all() and (words[1 : count * step : step] == length).all()):
+        return None
+    consumed = count * stride
+    if final and consumed != len(data):
+        return None  # the walk reports what follows
+    starts = np.arange(count, dtype=np.int64) * stride + 8
+    return Frames(data, starts, np.full(count, length, np.int64), consumed)
 
 
 def _scan_sequential(data: np.ndarray, source: str, base_offset: int, final: bool) -> Frames:

@@ -256,15 +256,6 @@ def scatter(out: np.ndarray, dest: np.ndarray, items: np.ndarray) -> None:
         out[dest + j] = columns[:, j]
 
 
-def gather(buf: np.ndarray, src: np.ndarray, dtype) -> np.ndarray:
-    """``buf[src[i] : src[i] + size]`` as one little-endian ``dtype`` item each, for unaligned offsets."""
-    dt = np.dtype(dtype)
-    columns = np.empty((len(src), dt.itemsize), dtype=np.uint8)
-    for j in range(dt.itemsize):
-        columns[:, j] = buf[src + j]
-    return columns.view(dt.newbyteorder("<")).reshape(-1).astype(dt, copy=False)
-
-
 def _escape_var_rows(out: np.ndarray, starts: np.ndarray, plen: np.ndarray) -> bytes:
     words = out.view("<u4")
     hits = np.flatnonzero(words == MAGIC) * 4
@@ -337,7 +328,11 @@ def _decode_vectorized(frames: Frames, source: str, feature_dim: int | None, fir
 
 
 def _decode_uniform(frames: Frames) -> Batch | None:
-    """Dense records sharing one layout (as a dense writer makes them) are columns of a strided view."""
+    """Dense records sharing one layout (as a dense writer makes them) are columns of a strided view.
+
+    The first record's layout is parsed once; every other record must hold the same bytes outside the
+    value regions, which makes its layout the same.
+    """
     n, starts, lengths = len(frames), frames.starts, frames.lengths
     size = int(lengths[0])
     if (lengths != size).any():
@@ -345,47 +340,46 @@ def _decode_uniform(frames: Frames) -> Batch | None:
     stride = int(starts[1] - starts[0]) if n > 1 else size
     if n > 1 and (np.diff(starts) != stride).any():
         return None
-    first = np.concatenate([frames.data[starts[0] : starts[0] + size], np.zeros(16, np.uint8)])
+    first = np.concatenate([frames.data[starts[0] : starts[0] + size], np.zeros(varint.MAX_BYTES, np.uint8)])
     try:
-        batch = _decode_lockstep(first, np.zeros(1, np.int64), np.array([size]), "<record>", None, 0)
-    except (_Unsupported, ValueError):
+        regions = _dense_layout(first, size)
+    except _Unsupported:
         return None
-    if batch.is_sparse:
+    if regions is None:
         return None
     rows = np.lib.stride_tricks.as_strided(frames.data[starts[0] :], shape=(n, size), strides=(stride, 1),
                                            writeable=False)
-    layout = _uniform_layout(first, size)
-    if layout is None:
-        return None
-    (f_at, f_len, f_dtype), label = layout
-    variable = np.zeros(size, bool)
-    variable[f_at : f_at + f_len] = True
-    if label is not None:
-        variable[label[0] : label[0] + label[1]] = True
-    fixed = np.flatnonzero(~variable)
-    if not (rows[:, fixed] == first[fixed]).all():
-        return None
-    features = np.ascontiguousarray(rows[:, f_at : f_at + f_len]).view(f_dtype.newbyteorder("<"))
-    features = features.astype(f_dtype, copy=False).reshape(n, -1)
+    edges = [0, *(x for at, length, _ in regions for x in (at, at + length)), size]
+    for lo, hi in zip(edges[::2], edges[1::2], strict=True):
+        if hi > lo and not (rows[:, lo:hi] == first[lo:hi]).all():
+            return None
+    # .copy(): the batch never shares memory with the input buffer, which readers reuse.
+    columns = [rows[:, at : at + length].copy().view(dtype.newbyteorder("<")).astype(dtype, copy=False)
+               for at, length, dtype in regions]
     labels = None
-    if label is not None:
-        at, length, dtype = label
-        labels = np.ascontiguousarray(rows[:, at : at + length]).view(dtype.newbyteorder("<"))
-        labels = labels.astype(dtype, copy=False).reshape(n, -1)
-        if labels.shape[1] == 1:
-            labels = labels[:, 0]
-    return Batch(features, labels)
+    if len(columns) > 1:
+        labels = columns[1][:, 0] if columns[1].shape[1] == 1 else columns[1]
+    return Batch(columns[0], labels)
 
 
-def _uniform_layout(first: np.ndarray, size: int):
-    """(offset, length, dtype) of the feature values and of the label values in one dense record."""
+def _dense_layout(first: np.ndarray, size: int) -> list[tuple[int, int, np.dtype]] | None:
+    """(offset, length, dtype) of the feature values and of the label values, if any, in one dense record;
+    None for a sparse record or one whose value bytes are not whole items."""
     pos, end = np.zeros(1, np.int64), np.array([size])
     feat, pos = _parse_entry(first, pos, end, 0x0A)
-    f = (int(feat["values_start"][0]), int(feat["values_len"][0]), feat["dtype"])
+    entries = [feat]
     if pos[0] < size and first[pos[0]] == 0x12:
         label, pos = _parse_entry(first, pos, end, 0x12)
-        return f, (int(label["values_start"][0]), int(label["values_len"][0]), label["dtype"])
-    return f, None
+        if label["keys_len"][0] or label["shape_len"][0]:
+            return None
+        entries.append(label)
+    _skip_strings(first, pos, end)
+    if feat["keys_len"][0] or (feat["shape_len"][0] and not feat["values_len"][0]):
+        return None
+    regions = [(int(e["values_start"][0]), int(e["values_len"][0]), e["dtype"]) for e in entries]
+    if any(length % dtype.itemsize for _, length, dtype in regions):
+        return None
+    return regions
 
 
 def _decode_lockstep(buf, start, end, source, feature_dim, first_index) -> Batch:
@@ -487,10 +481,21 @@ def _skip_strings(buf: np.ndarray, pos: np.ndarray, end: np.ndarray) -> np.ndarr
 
 
 def _gather(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Concatenate ``buf[starts[i] : starts[i] + lens[i]]`` for every i."""
+    """Concatenate ``buf[starts[i] : starts[i] + lens[i]]`` for every i (a new array)."""
     total = int(lens.sum())
     if total == 0:
         return np.zeros(0, np.uint8)
+    if not lens.all():  # an absent field has start 0, wherever its record is
+        starts, lens = starts[lens > 0], lens[lens > 0]
+    n, ends = len(starts), starts + lens
+    lo, hi = int(starts[0]), int(ends[-1])
+    if 8 * total > hi - lo and (starts[1:] >= ends[:-1]).all():
+        # Most of the span, in order and apart (as the values or keys of successive records are): keep the
+        # bytes under a mask of alternating keep / skip runs, which numpy builds and applies at memory speed.
+        runs = np.empty(2 * n - 1, np.int64)
+        runs[0::2] = lens
+        runs[1::2] = starts[1:] - ends[:-1]
+        return buf[lo:hi][np.repeat(np.arange(2 * n - 1) % 2 == 0, runs)]
     if (lens == lens[0]).all():
         return buf[(starts[:, None] + np.arange(int(lens[0]))).reshape(-1)]
     offsets = np.repeat(starts - (np.cumsum(lens) - lens), lens)
@@ -530,46 +535,54 @@ def _features(buf, region, source, feature_dim, first_index):
     if (has_keys & ~has_shape).any():
         i = int(np.flatnonzero(has_keys & ~has_shape)[0])
         raise ValueError(f"{source}: record {first_index + i} is sparse but has no shape")
-    dims_raw, c = varint.read_at(buf, region["shape_start"])
+    dims, c = varint.read_at(buf, region["shape_start"])
     if (has_shape & (c != region["shape_len"])).any():
         raise _Unsupported  # multi-dimensional shapes
-    dims = dims_raw.astype(np.int64)
-    key_bytes = _gather(buf, region["keys_start"], region["keys_len"])
-    key_ends = (np.cumsum(region["keys_len"]) - 1)[has_keys]
-    if (key_bytes[key_ends] >= 0x80).any():
-        raise _Unsupported  # a record's keys end inside a varint: the protobuf runtime names the record
-    try:
-        keys = varint.decode_stream(key_bytes)
-    except ValueError:
-        raise _Unsupported from None
-    ended = np.concatenate([[0], np.cumsum(key_bytes < 0x80)])
-    key_counts = np.diff(ended[np.concatenate([[0], np.cumsum(region["keys_len"])])])
-    if (sparse & (key_counts != counts)).any():
-        i = int(np.flatnonzero(sparse & (key_counts != counts))[0])
-        raise ValueError(f"{source}: record {first_index + i} has {key_counts[i]} keys but "
-                         f"{counts[i]} values")
+    keys = _keys(buf, region["keys_start"], region["keys_len"], counts, source, first_index)
     if feature_dim is not None:
         dim = feature_dim
     else:
         dim = max(int(dims[sparse].max()), int(counts[~sparse].max()) if (~sparse).any() else 0)
-    data = gather(buf, np.repeat(region["values_start"] - (np.cumsum(lens) - lens), counts)
-                  + np.arange(int(counts.sum())) * dtype.itemsize, dtype)
-    col = np.empty(len(data), np.int64)
-    row_start = np.cumsum(counts) - counts
-    for rows, cols_of in ((~sparse, None), (sparse, keys)):
-        if rows.any():
-            c_rows = counts[rows]
-            within = _segment_index(c_rows)
-            dest = np.repeat(row_start[rows], c_rows) + within
-            if cols_of is None:
-                col[dest] = within
-            else:
-                first_key = (np.cumsum(key_counts) - key_counts)[rows]
-                col[dest] = cols_of[np.repeat(first_key, c_rows) + within]
-    if len(col) and (col.max() >= dim or col.min() < 0):  # keys >= 2**63 wrapped to negative int64
-        bad = int(np.argmax((col >= dim) | (col < 0)))
+    data = _gather(buf, region["values_start"], lens).view(dtype.newbyteorder("<")).astype(dtype, copy=False)
+    if sparse.all():
+        col = keys
+    else:  # dense records among sparse ones: their columns are 0, 1, ...
+        col = _segment_index(counts).astype(np.uint64)
+        col[np.repeat(has_keys, counts)] = keys
+    if len(col) and col.max() >= dim:
+        bad = int(np.argmax(col >= dim))
         i = int(np.searchsorted(np.cumsum(counts), bad, side="right"))
-        key = int(col[bad].astype(np.uint64))
-        raise ValueError(f"{source}: record {first_index + i} has key {key} beyond dimension {dim}")
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return sp.csr_matrix((data, col, indptr), shape=(len(counts), dim))
+        raise ValueError(f"{source}: record {first_index + i} has key {int(col[bad])} beyond dimension {dim}")
+    index_dtype = np.int32 if max(dim, len(col)) <= np.iinfo(np.int32).max else np.int64
+    indptr = np.zeros(len(counts) + 1, index_dtype)
+    np.cumsum(counts, out=indptr[1:])
+    same_width = col.dtype.itemsize == np.dtype(index_dtype).itemsize
+    indices = col.view(index_dtype) if same_width else col.astype(index_dtype)  # keys < dim: same values
+    return sp.csr_matrix((data, indices, indptr), shape=(len(counts), dim))
+
+
+def _keys(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, counts: np.ndarray, source: str,
+          first_index: int) -> np.ndarray:
+    """The packed varint keys of every record, back to back (as :func:`varint.decode_stream` gives them);
+    each record with keys must have as many as ``counts`` says."""
+    key_bytes = _gather(buf, starts, lens)
+    keyed = lens > 0
+    if not keyed.any():
+        return np.zeros(0, np.uint32)
+    bounds = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(lens, out=bounds[1:])
+    if (key_bytes[bounds[1:][keyed] - 1] >= 0x80).any():
+        raise _Unsupported  # a record's keys end inside a varint: the protobuf runtime names the record
+    ends = np.flatnonzero(key_bytes < 0x80)
+    # Every record's keys end at its region's last byte, so the counts agree when, for each record with
+    # keys, the key ending there is the one its running count of values says (and the totals agree).
+    want = np.where(keyed, counts, 0)
+    last = np.cumsum(want)[keyed] - 1
+    if len(ends) != last[-1] + 1 or (want[keyed] == 0).any() or (ends[last] != bounds[1:][keyed] - 1).any():
+        got = np.diff(np.searchsorted(ends, bounds))
+        i = int(np.flatnonzero(got != want)[0])
+        raise ValueError(f"{source}: record {first_index + i} has {got[i]} keys but {counts[i]} values")
+    try:
+        return varint.decode_stream(key_bytes, ends)
+    except ValueError:
+        raise _Unsupported from None

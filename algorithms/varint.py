@@ -65,42 +65,62 @@ def encode_stream(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def read_at(buf: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Decode one varint starting at each position of ``buf`` (which must be padded by 10 bytes).
 
-    Returns the values and the byte counts; a count of 0 marks a varint longer than 10 bytes.
+    Returns the values and the byte counts; a count of 0 marks a varint longer than 10 bytes. Each step
+    reads the next byte of only the varints that go on, so short varints (most lengths) cost one read.
     """
-    window = buf[pos[:, None] + np.arange(MAX_BYTES)]
-    ends = window < 0x80
-    count = np.argmax(ends, axis=1) + 1
-    count[~ends.any(axis=1)] = 0
-    vals = np.zeros(len(pos), dtype=np.uint64)
-    for j in range(MAX_BYTES):
-        take = j < count
-        if not take.any():
-            break
-        vals |= np.where(take, (window[:, j] & 0x7F).astype(np.uint64) << np.uint64(7 * j), np.uint64(0))
+    byte = buf[pos]
+    vals = (byte & 0x7F).astype(np.uint64)
+    count = np.ones(len(pos), np.int64)
+    more = np.flatnonzero(byte >= 0x80)
+    for j in range(1, MAX_BYTES):
+        if not len(more):
+            return vals, count
+        byte = buf[pos[more] + j]
+        vals[more] |= (byte & 0x7F).astype(np.uint64) << np.uint64(7 * j)
+        count[more] += 1
+        more = more[byte >= 0x80]
+    count[more] = 0
     return vals, count
 
 
-def decode_stream(data: np.ndarray) -> np.ndarray:
-    """Decode a flat run of complete varints (uint8) into uint64 values, in order."""
+def decode_stream(data: np.ndarray, ends: np.ndarray | None = None) -> np.ndarray:
+    """Decode a flat run of complete varints (uint8) into values, in order: uint32 when no varint is longer
+    than 4 bytes (so every value is below 2**28), else uint64.
+
+    ``ends`` is the index of each varint's last byte (``np.flatnonzero(data < 0x80)``), for a caller that
+    has it already.
+    """
     data = np.asarray(data, dtype=np.uint8)
-    if len(data) == 0:
-        return np.zeros(0, dtype=np.uint64)
-    ends = data < 0x80
-    if ends.all():
-        return data.astype(np.uint64)
-    end_at = np.flatnonzero(ends)
-    starts = np.empty(len(end_at), dtype=np.int64)
-    starts[0] = 0
-    starts[1:] = end_at[:-1] + 1
-    lens = end_at - starts + 1
+    if ends is None:
+        ends = np.flatnonzero(data < 0x80)
+    if len(ends) == len(data):  # every varint is one byte
+        return data.astype(np.uint32)
+    lens = np.empty(len(ends), np.uint32 if len(data) < 2**32 else np.int64)
+    lens[0] = ends[0] + 1
+    np.subtract(ends[1:], ends[:-1], out=lens[1:], casting="unsafe")
     width = int(lens.max())
     if width > MAX_BYTES:
-        at = int(starts[np.argmax(lens > MAX_BYTES)])
+        i = int(np.argmax(lens > MAX_BYTES))
+        at = int(ends[i] - lens[i] + 1)
         raise ValueError(f"varint longer than {MAX_BYTES} bytes at byte {at}")
-    padded = np.concatenate([data, np.zeros(width, np.uint8)])
-    acc = np.uint32 if width <= 4 else np.uint64
-    vals = (padded[starts] & 0x7F).astype(acc)
-    for j in range(1, width):
-        part = (padded[starts + j] & 0x7F).astype(acc) << acc(7 * j)
-        vals |= np.where(lens > j, part, acc(0))
-    return vals.astype(np.uint64, copy=False)
+    if width <= 4:
+        # Read the 4 bytes that end at each varint's last byte as one little-endian word, drop the bytes
+        # before the varint, then close up its 7-bit groups.
+        padded = np.zeros(len(data) + 3, np.uint8)
+        padded[3:] = data
+        words = np.take(np.ndarray(len(data), "<u4", buffer=padded, strides=(1,)), ends)
+        words >>= np.uint32(32) - (lens.astype(np.uint32) << np.uint32(3))
+        values = words & 0x7F
+        group = np.empty_like(words)
+        for g in range(1, 4):  # in place: keys are the largest arrays of a sparse chunk
+            np.right_shift(words, g, out=group)
+            group &= 0x7F << 7 * g
+            values |= group
+        return values
+    # Horner's rule from each varint's last (most significant) byte back to its first. Indices before a
+    # varint's first byte (-1 at the very start) are read but not used.
+    vals = (data[ends] & 0x7F).astype(np.uint64)
+    for back in range(1, width):
+        low = (data[ends - back] & 0x7F).astype(np.uint64)
+        vals = np.where(lens > back, (vals << np.uint64(7)) | low, vals)
+    return vals

@@ -1,17 +1,24 @@
-"""Throughput of the vectorized recordIO-protobuf codec on one core; its speed-up over the protobuf runtime.
+"""Throughput of the vectorized recordIO-protobuf codec on one core; its speed-up over the protobuf runtime;
+and the streaming reader (``reader.iter_batches``) at training batch sizes.
 
-    .venv/bin/python benchmarks/codec.py            # dense 1M x 100 float32, sparse 1M x 100k with 50 nnz/row
+    .venv/bin/python benchmarks/codec.py            # codec: dense 1M x 100, sparse 1M x 100k with 50 nnz/row
     .venv/bin/python benchmarks/codec.py --rows 200000
+    .venv/bin/python benchmarks/codec.py --section reader   # reader: 1M x 50 dense, 1M x 100k sparse
 
-Rows are processed in 10k-row batches (one batch is generated and encoded/decoded repeatedly, so memory
+Codec rows are processed in 10k-row batches (one batch is generated and encoded/decoded repeatedly, so memory
 stays at a few hundred MB). The protobuf-runtime path (``records.batch_to_records`` + ``recordio.frame``,
 ``Record.FromString`` + ``records.records_to_batch``) is timed on a small sample and scaled.
+
+The reader section writes shard files to a temporary folder (about 250 MB dense, 450 MB sparse), reads them
+once to warm the page cache, then times whole passes of ``iter_batches`` at the batch sizes training uses
+(PCA's default mini_batch_size is 500, Linear Learner's 1000, k-means' 5000).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -19,7 +26,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from algorithms import recordio, records, tensor_codec  # noqa: E402
+from algorithms import reader, recordio, records, tensor_codec  # noqa: E402
 from algorithms.batch import Batch  # noqa: E402
 from algorithms.proto import Record  # noqa: E402
 
@@ -59,7 +66,70 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--sample", type=int, default=2_000, help="rows timed through the protobuf runtime")
+    parser.add_argument("--section", choices=["codec", "reader", "all"], default="all")
+    parser.add_argument("--shards", type=int, default=4, help="files the reader section writes per data set")
     args = parser.parse_args()
+    if args.section in ("codec", "all"):
+        codec_section(args)
+    if args.section in ("reader", "all"):
+        reader_section(args)
+
+
+def write_shards(folder: str, name: str, shards: int, rows: int, make_block) -> list[str]:
+    """``shards`` files of ``rows / shards`` records each, written 10k rows at a time."""
+    paths = []
+    per_shard = rows // shards
+    for s in range(shards):
+        path = os.path.join(folder, f"{name}-{s:05d}.pbr")
+        with open(path, "wb") as f:
+            for lo in range(0, per_shard, 10_000):
+                f.write(make_block(min(10_000, per_shard - lo)))
+        paths.append(path)
+    return paths
+
+
+def time_reader(paths: list[str], rows: int, batch_size: int, repeats: int = 5) -> tuple[float, float]:
+    """Best wall-clock and best CPU seconds of a whole pass (CPU time is steadier on a shared machine)."""
+    walls, cpus = [], []
+    for i in range(repeats + 1):  # the first pass warms the page cache
+        wall, cpu = time.perf_counter(), time.process_time()
+        seen = sum(len(batch) for batch in reader.iter_batches(paths, batch_size))
+        if i:
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+        assert seen == rows, (seen, rows)
+    return min(walls), min(cpus)
+
+
+def report_reader(batch_size: int, rows: int, times: tuple[float, float]) -> None:
+    wall, cpu = times
+    print(f"  iter_batches(batch_size={batch_size:<5}) {wall:6.3f} s   ({rows / wall / 1e6:5.2f} M rows/s)"
+          f"   cpu {cpu:6.3f} s")
+
+
+def reader_section(args) -> None:
+    rng = np.random.default_rng(1)
+    rows = args.rows - args.rows % (args.shards * 10_000) or args.shards * 10_000
+    with tempfile.TemporaryDirectory(prefix="codec-bench-") as tmp:
+        print(f"\nreader: dense {rows:,} x 50 float32 with float32 labels, {args.shards} files")
+        x = rng.normal(size=(10_000, 50)).astype(np.float32)
+        y = rng.integers(0, 2, 10_000).astype(np.float32)
+        paths = write_shards(tmp, "dense", args.shards, rows,
+                             lambda n: tensor_codec.encode_dense(x[:n], y[:n]))
+        for batch_size in (500, 1000, 5000):
+            report_reader(batch_size, rows, time_reader(paths, rows, batch_size))
+        for p in paths:
+            os.remove(p)
+
+        print(f"\nreader: sparse {rows:,} x 100,000 float32, 50 nnz per row, with labels, {args.shards} files")
+        m = sparse_batch(rng, 10_000, 100_000, 50)
+        paths = write_shards(tmp, "sparse", args.shards, rows,
+                             lambda n: tensor_codec.encode_sparse(m[:n], y[:n]))
+        for batch_size in (1000, 5000):
+            report_reader(batch_size, rows, time_reader(paths, rows, batch_size))
+
+
+def codec_section(args) -> None:
     rng = np.random.default_rng(0)
     batches = max(1, args.rows // args.batch)
 

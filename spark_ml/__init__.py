@@ -1,54 +1,53 @@
-"""spark_ml: SageMaker's built-in algorithms and hosting on your own Spark cluster."""
+"""spark_ml: SageMaker's built-in algorithms and hosting on your own Spark cluster.
+
+Names are imported on first use, so processes that only need part of the package (an endpoint's router
+and supervisor import ``spark_ml.hosting``) do not pay for pyspark's import.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 from algorithms import __version__
-from algorithms.channel import FULLY_REPLICATED, SHARDED_BY_KEY, Channel
 
-from .channels import register, to_channel
-from .estimators import (
-    PCA,
-    AlgorithmEstimator,
-    FactorizationMachinesBinaryClassifier,
-    FactorizationMachinesBinaryClassifierModel,
-    FactorizationMachinesRegressor,
-    FactorizationMachinesRegressorModel,
-    KMeans,
-    KMeansModel,
-    LinearLearnerBinaryClassifier,
-    LinearLearnerBinaryClassifierModel,
-    LinearLearnerMultiClassClassifier,
-    LinearLearnerMultiClassClassifierModel,
-    LinearLearnerRegressor,
-    LinearLearnerRegressorModel,
-    PCAModel,
-    ScriptEstimator,
-    UserCodeModel,
-)
-from .runner import TrainingJobFailed, TrainingJobStopped
+_EXPORTS = {
+    "Channel": "algorithms.channel",
+    "FULLY_REPLICATED": "algorithms.channel",
+    "SHARDED_BY_KEY": "algorithms.channel",
+    "register": "spark_ml.channels",
+    "to_channel": "spark_ml.channels",
+    "TrainingJobFailed": "spark_ml.runner",
+    "TrainingJobStopped": "spark_ml.runner",
+    "PCA": "spark_ml.estimators",
+    "AlgorithmEstimator": "spark_ml.estimators",
+    "FactorizationMachinesBinaryClassifier": "spark_ml.estimators",
+    "FactorizationMachinesBinaryClassifierModel": "spark_ml.estimators",
+    "FactorizationMachinesRegressor": "spark_ml.estimators",
+    "FactorizationMachinesRegressorModel": "spark_ml.estimators",
+    "KMeans": "spark_ml.estimators",
+    "KMeansModel": "spark_ml.estimators",
+    "LinearLearnerBinaryClassifier": "spark_ml.estimators",
+    "LinearLearnerBinaryClassifierModel": "spark_ml.estimators",
+    "LinearLearnerMultiClassClassifier": "spark_ml.estimators",
+    "LinearLearnerMultiClassClassifierModel": "spark_ml.estimators",
+    "LinearLearnerRegressor": "spark_ml.estimators",
+    "LinearLearnerRegressorModel": "spark_ml.estimators",
+    "PCAModel": "spark_ml.estimators",
+    "ScriptEstimator": "spark_ml.estimators",
+    "UserCodeModel": "spark_ml.estimators",
+}
 
-__all__ = [
-    "FULLY_REPLICATED",
-    "SHARDED_BY_KEY",
-    "Channel",
-    "TrainingJobFailed",
-    "TrainingJobStopped",
-    "__version__",
-    "register",
-    "to_channel",
-    "AlgorithmEstimator",
-    "FactorizationMachinesBinaryClassifier",
-    "FactorizationMachinesBinaryClassifierModel",
-    "FactorizationMachinesRegressor",
-    "FactorizationMachinesRegressorModel",
-    "KMeans",
-    "KMeansModel",
-    "LinearLearnerBinaryClassifier",
-    "LinearLearnerBinaryClassifierModel",
-    "LinearLearnerMultiClassClassifier",
-    "LinearLearnerMultiClassClassifierModel",
-    "LinearLearnerRegressor",
-    "LinearLearnerRegressorModel",
-    "PCA",
-    "PCAModel",
-    "ScriptEstimator",
-    "UserCodeModel",
-]
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spark_ml' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

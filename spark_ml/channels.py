@@ -8,25 +8,31 @@ from algorithms.channel import DISTRIBUTIONS, SHARDED_BY_KEY, Channel
 
 from .datasource import SHORT_NAME, ChannelWriteError, RecordIOProtobufDataSource
 
-_sessions: dict[int, str] = {}  # id(session) -> "python" | "jvm": which source answers format("recordio-protobuf")
-
 
 def register(spark: SparkSession) -> str:
     """Make ``format("recordio-protobuf")`` available in this session (classic or Spark Connect).
 
     When the spark-ml Scala jar is on the classpath its JVM data source already owns the name (and is much
     faster); the Python one registers only when it is absent. Returns which one answers: "jvm" or "python".
+    Registering again is cheap and harmless, so every entry point calls this.
     """
-    key = id(spark)
-    if key not in _sessions:
-        try:
-            spark.dataSource.register(RecordIOProtobufDataSource)
-            _sessions[key] = "python"
-        except Exception as exc:  # noqa: BLE001 - only the name clash is expected
-            if "DATA_SOURCE_ALREADY_EXISTS" not in str(exc):
-                raise
-            _sessions[key] = "jvm"
-    return _sessions[key]
+    _make_active(spark)
+    try:
+        spark.dataSource.register(RecordIOProtobufDataSource)
+    except Exception as exc:  # noqa: BLE001 - only the name clash is expected
+        if "DATA_SOURCE_ALREADY_EXISTS" not in str(exc):
+            raise
+        return "jvm"
+    return "python"
+
+
+def _make_active(spark: SparkSession) -> None:
+    """Classic Spark looks Python data sources up in the thread's *active* session, which threads other than
+    the one that built the session (CrossValidator's pool, notebook threads) lack: make ours active."""
+    from .runner.sessions import is_connect
+
+    if not is_connect(spark):
+        spark._jvm.org.apache.spark.sql.SparkSession.setActiveSession(spark._jsparkSession)
 
 
 def to_channel(df: DataFrame, path: str, featuresCol: str = "features", labelCol: str | None = None, *,

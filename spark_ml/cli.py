@@ -1,4 +1,4 @@
-"""The ``spark-ml`` command line."""
+"""The ``spark-ml`` command line: ``demo``, ``jobs`` and ``endpoints``."""
 
 from __future__ import annotations
 
@@ -6,17 +6,27 @@ import argparse
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="spark-ml", description="SageMaker's built-in algorithms on your Spark")
-    sub = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    from . import cli_endpoints, cli_jobs
 
+    parser = argparse.ArgumentParser(prog="spark-ml", description="SageMaker's algorithms and hosting on Spark")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo = sub.add_parser("demo", help="run the end-to-end demo on local Spark")
     demo.add_argument("--master", default="local[2]")
     demo.add_argument("--workdir", default=None, help="where to keep the demo's files (default: a temp folder)")
-    demo.set_defaults(handler=lambda a: _demo(a))
+    demo.set_defaults(func=_demo)
+    cli_jobs.add_parser(sub)
+    cli_endpoints.add_parser(sub)
+    return parser
 
-    args = parser.parse_args(argv)
-    return int(args.handler(args) or 0)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "endpoints":
+        from .cli_endpoints import run
+
+        return run(args)
+    return int(args.func(args) or 0)
 
 
 def _demo(args) -> int:

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from algorithms import recordio, records, tensor_codec
 from algorithms.batch import Batch
-from algorithms.reader import iter_batches, iter_file_batches, rebatch
+from algorithms.reader import iter_batches, iter_file_batches, iter_file_blocks, rebatch
 from algorithms.recordio import MAGIC_BYTES, RecordIOError
 
 MAGIC_F32 = np.frombuffer(MAGIC_BYTES, "<f4")[0]
@@ -104,6 +104,43 @@ def test_rebatch_regroups_rows_in_order():
     np.testing.assert_array_equal(Batch.concat(out).labels, [0, 0, 0, 2, 3, 3, 3, 3, 3, 3, 4, 4])
 
 
+def test_rebatch_copies_only_the_batches_that_straddle_inputs():
+    x = np.arange(300, dtype=np.float32).reshape(100, 3)
+    parts = [Batch(x[:50], x[:50, 0]), Batch(x[50:], x[50:, 0])]
+    out = list(rebatch(iter(parts), 8))
+    assert [len(b) for b in out] == [8] * 12 + [4]
+    np.testing.assert_array_equal(Batch.concat(out).features, x)
+    for i, batch in enumerate(out):
+        first, last = 8 * i, 8 * i + len(batch) - 1
+        assert np.shares_memory(batch.features, parts[0].features) == (last < 50), i
+        assert np.shares_memory(batch.features, parts[1].features) == (first >= 50), i
+
+
+def test_rebatch_regroups_many_small_inputs():
+    parts = [Batch(np.full((1, 2), i, np.float32)) for i in range(10)]
+    out = list(rebatch(iter(parts), 4))
+    assert [len(b) for b in out] == [4, 4, 2]
+    np.testing.assert_array_equal(Batch.concat(out).features[:, 0], np.arange(10))
+
+
+def test_iter_file_blocks_decodes_each_read_once(tmp_path):
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(100, 3)).astype(np.float32), rng.normal(size=100).astype(np.float32)
+    path = dense_file(tmp_path, "b.pbr", x, y)
+    size = (tmp_path / "b.pbr").stat().st_size
+    record = size // 100
+    chunk = 10 * record + 3  # every read ends inside a record
+    blocks = list(iter_file_blocks(path, chunk_bytes=chunk))
+    assert len(blocks) == -(-size // chunk)  # one block per read
+    assert all(len(b) in (10, 11) for b in blocks[:-1])
+    got = Batch.concat(blocks)
+    np.testing.assert_array_equal(got.features, x)
+    np.testing.assert_array_equal(got.labels, y)
+    # and iter_file_batches cuts them into batches without crossing a block
+    sizes = [len(b) for b in iter_file_batches(path, 4, chunk_bytes=chunk)]
+    assert sizes == [n for b in blocks for n in [4] * (len(b) // 4) + ([len(b) % 4] if len(b) % 4 else [])]
+
+
 def test_rebatch_mixes_dense_and_sparse_into_csr():
     parts = [Batch(np.eye(2, dtype=np.float32)), Batch(sp.csr_matrix(np.eye(2, dtype=np.float32) * 2))]
     (out,) = list(rebatch(iter(parts), 4))
@@ -133,8 +170,8 @@ def test_memory_stays_about_one_chunk_plus_one_batch(tmp_path):
         tracemalloc.stop()
     assert total == 40_000
     assert file_size > 60 * chunk
-    # a few chunk-sized buffers (read, pending + chunk, the scan's views) and a few batches: far below
-    # the file size
+    # a few chunk-sized buffers (the read buffer, the decoded chunk, decoding temporaries) and a few
+    # batches: far below the file size
     assert peak < 6 * chunk + 8 * batch_bytes, peak
 
 
@@ -204,12 +241,15 @@ def test_differing_dense_lengths_name_the_records(tmp_path):
     payloads = good_payloads(30)
     payloads[17] = records.make_record(np.ones(4, np.float32), 1.0).SerializeToString()
     path = write(tmp_path / "ragged.pbr", frame_all(payloads))
+    # a whole chunk is decoded at once: the message names the chunk's first record and the one that differs
     with pytest.raises(
         ValueError,
-        match=r"ragged\.pbr: dense records of differing lengths: record 16 has 3 values, "
+        match=r"ragged\.pbr: dense records of differing lengths: record 0 has 3 values, "
         r"record 17 has 4",
     ):
         list(iter_batches([path], batch_size=8, chunk_bytes=1 << 20))
+    with pytest.raises(ValueError, match=r"ragged\.pbr: .*: record (?!0 )\d+ has 3 values, record 17 has 4"):
+        list(iter_batches([path], batch_size=8, chunk_bytes=300))  # indices count from the file's start
     with pytest.raises(ValueError, match="record 0 has 3 values, record 17 has 4"):
         tensor_codec.decode(frame_all(payloads))
 

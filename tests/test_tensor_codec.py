@@ -441,3 +441,56 @@ def test_regressions_from_fuzzing(hex_payloads):
     data = b"".join(recordio.frame(bytes.fromhex(p)) for p in hex_payloads)
     with pytest.raises(ValueError, match="<buffer>: record 0"):
         tensor_codec.decode(data)
+
+
+# ---------------------------------------------------------------------------------- decoding: what it returns
+
+
+def sparse_payload(values, keys, dim: int, label: float = 1.0) -> bytes:
+    """A sparse record written through the protobuf runtime, whatever its keys and values."""
+    record = Record()
+    tensor = record.features["values"].float32_tensor
+    tensor.values.extend(values)
+    tensor.keys.extend(keys)
+    tensor.shape.append(dim)
+    record.label["values"].float32_tensor.values.append(label)
+    return record.SerializeToString()
+
+
+@pytest.mark.parametrize("bad", [0, 7, 19])
+@pytest.mark.parametrize(
+    "values, keys", [([1.0, 2.0], [3, 4, 5]), ([1.0, 2.0, 3.0], [300]), ([], [70_000, 2])]
+)
+def test_sparse_records_whose_key_and_value_counts_differ_are_named(bad, values, keys):
+    rng = np.random.default_rng(bad)
+    payloads = [
+        sparse_payload(rng.normal(size=3), sorted(rng.choice(100_000, 3, replace=False)), 100_000)
+        for _ in range(20)
+    ]
+    payloads[bad] = sparse_payload(values, keys, 100_000)
+    data = b"".join(recordio.frame(p) for p in payloads)
+    want = f"f.pbr: record {bad} has {len(keys)} keys but {len(values)} values"
+    with pytest.raises(ValueError, match=want):  # the protobuf runtime's path says the same
+        records.records_to_batch([Record.FromString(p) for p in payloads], source="f.pbr")
+    with pytest.raises(ValueError, match=want):
+        tensor_codec.decode(data, "f.pbr")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rng: tensor_codec.encode_dense(rng.normal(size=(1, 5)).astype(np.float32), np.ones(1)),
+        lambda rng: tensor_codec.encode_dense(rng.normal(size=(30, 5)).astype(np.float32), np.ones(30)),
+        lambda rng: tensor_codec.encode_sparse(random_csr(rng, 30, 50, np.float32, 0.2), np.ones(30)),
+        lambda rng: b"".join(  # dense records of differing sizes (uids): the lockstep path
+            recordio.frame(records.make_record(rng.normal(size=4), 1.0, uid="u" * i).SerializeToString())
+            for i in range(6)
+        ),
+    ],
+)
+def test_decoded_batches_never_share_memory_with_the_input(make):
+    """The streaming reader reads every chunk into the same buffer: what decoding returns must be a copy."""
+    buf = np.frombuffer(bytearray(make(np.random.default_rng(1))), np.uint8)
+    got = tensor_codec.decode_frames(recordio.scan_frames(buf))
+    arrays = [got.labels] + ([got.features.data, got.features.indices] if got.is_sparse else [got.features])
+    assert not any(np.shares_memory(a, buf) for a in arrays)

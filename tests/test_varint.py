@@ -96,6 +96,24 @@ def test_decode_stream_round_trips():
         np.testing.assert_array_equal(varint.decode_stream(stream), values)
 
 
+@pytest.mark.parametrize("widest", range(1, 11))
+def test_decode_stream_matches_protobuf_decoder_for_each_width(widest):
+    """Streams whose longest varint has 1..10 bytes (the word path up to 4, the byte loop beyond), with
+    the widest one first, so that its bytes start the stream."""
+    rng = np.random.default_rng(widest)
+    top = 2**64 if widest == 10 else 1 << (7 * widest)
+    values = [top - 1] + [int(v) % top for v in sample(rng, 400)]
+    raw = b"".join(pb_varint(v) for v in values)
+    data = np.frombuffer(raw, np.uint8)
+    got = varint.decode_stream(data)
+    want, at = [], 0
+    while at < len(raw):
+        value, at = decoder._DecodeVarint(raw, at)
+        want.append(value)
+    assert [int(v) for v in got] == want == values
+    np.testing.assert_array_equal(varint.decode_stream(data, np.flatnonzero(data < 0x80)), got)
+
+
 def test_read_at_matches_protobuf_decoder():
     rng = np.random.default_rng(2)
     values = np.concatenate([np.array(EDGES, np.uint64), sample(rng, 500)])

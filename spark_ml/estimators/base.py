@@ -68,20 +68,31 @@ class SageMakerEstimator(Estimator, CommonParams, MLWritable, MLReadable):
     def spec(cls) -> HyperparameterSpec:
         return builtin.get(cls._algorithm).hyperparameters
 
-    def hyperparameters(self) -> dict[str, str]:
-        """The SageMaker hyperparameters this estimator sends (strings), validated; fails naming the Param."""
+    def hyperparameters(self, feature_dim: int | None = None) -> dict[str, str]:
+        """The SageMaker hyperparameters this estimator sends (strings), validated; fails naming the Param.
+
+        ``feature_dim`` fills in ``feature_dim`` when the Param is unset (it is known once data is a channel);
+        without it a stand-in checks everything else before any Spark job runs.
+        """
         spec = self.spec()
         raw: dict[str, Any] = dict(self._fixed)
         for name, (_, hp) in self._hp_params.items():
-            param = self.getParam(name)  # the instance's copy; the class attribute belongs to no instance
+            param = self.getParam(name)  # the instance's copy of the class-level Param
             if self.isSet(param):
                 raw[hp.name] = self.getOrDefault(param)
+        stand_in = False
+        if "feature_dim" in spec and raw.get("feature_dim") in (None, AUTO):
+            stand_in = feature_dim is None
+            raw["feature_dim"] = _UNKNOWN_DIM if stand_in else feature_dim
         try:
-            parsed = spec.parse(raw)
+            parsed = builtin.get(self._algorithm).validate(raw)  # ranges and cross-hyperparameter rules
         except HyperparameterError as exc:
             param_name = spec[exc.name].param_name if exc.name in spec else exc.name
             raise ParamError(f"Param {param_name} ({exc.name}): {exc.problem}") from None
-        return spec.to_strings({k: v for k, v in parsed.items() if k in raw or v is not None})
+        out = spec.to_strings({k: v for k, v in parsed.items() if k in raw or v is not None})
+        if stand_in:
+            out.pop("feature_dim")
+        return out
 
     # fit ------------------------------------------------------------------------------------------------
     def fit(self, dataset, params=None):
@@ -96,15 +107,13 @@ class SageMakerEstimator(Estimator, CommonParams, MLWritable, MLReadable):
         return self._fit_channels({"train": dataset})
 
     def _fit_channels(self, data: dict[str, DataFrame | Channel]) -> SageMakerModel:
-        hps = self.hyperparameters()  # before any Spark job
+        # every check that needs no data happens here, before any Spark job
+        self.hyperparameters(_feature_dim_hint(data.get("train"), self.getOrDefault(self.featuresCol)))
         spark = _session_of(data)
         staged: list[str] = []
         try:
             channels = {name: self._as_channel(spark, name, value, staged) for name, value in data.items()}
-            if "feature_dim" in self.spec() and hps.get("feature_dim") in (None, AUTO):
-                dim = channels["train"].feature_dim
-                if dim is not None:
-                    hps["feature_dim"] = str(dim)
+            hps = self.hyperparameters(channels["train"].feature_dim if "train" in channels else None)
             result = run_training(spark, TrainingRequest(
                 algorithm=self._algorithm, hyperparameters=hps, channels=channels,
                 num_workers=self.getOrDefault(self.numWorkers), gpus_per_worker=self.getOrDefault(self.gpusPerWorker),
@@ -197,6 +206,19 @@ class SageMakerModel(Model, CommonParams, MLWritable, MLReadable):
     def featureDim(self) -> int:
         return self.algorithm_model.feature_dim
 
+    def deploy(self, endpointName: str, instanceCount: int = 1, variantName: str = "AllTraffic",
+               initialWeight: float = 1.0, creationPolicy: str = "CREATE_ON_CONSTRUCT", **options: Any):
+        """Host this model on an endpoint; returns an ``EndpointModel`` that scores DataFrames through it.
+
+        ``creationPolicy``: ``CREATE_ON_CONSTRUCT`` (now), ``CREATE_ON_TRANSFORM`` (at the first transform) or
+        ``DO_NOT_CREATE`` (the endpoint exists). Deploying to an existing endpoint adds (or replaces) the
+        variant, so two deploys make an A/B test. ``options`` go to ``spark_ml.hosting.deploy``.
+        """
+        from ..hosting.deployment import deploy
+
+        return deploy(self.getOrDefault(self.modelLocation), endpointName, instanceCount, variantName, initialWeight,
+                      creation_policy=creationPolicy, features_col=self.getOrDefault(self.featuresCol), **options)
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
         return score_dataframe(dataset, self.getOrDefault(self.modelLocation), self.getOrDefault(self.featuresCol),
                                self.algorithm_model)
@@ -231,6 +253,21 @@ def _getter(name: str):
 
     getter.__name__ = f"get{name[0].upper()}{name[1:]}"
     return getter
+
+
+_UNKNOWN_DIM = 2**31 - 1  # stands in for feature_dim before the data is seen
+
+
+def _feature_dim_hint(train, features_col: str) -> int | None:
+    """feature_dim without running a job: a channel's manifest, or the ML attributes VectorAssembler records."""
+    if isinstance(train, Channel):
+        return train.feature_dim
+    if isinstance(train, DataFrame):
+        for field in train.schema.fields:
+            attrs = (field.metadata or {}).get("ml_attr", {})
+            if field.name == features_col and "num_attrs" in attrs:
+                return int(attrs["num_attrs"])
+    return None
 
 
 def _session_of(data: dict) -> SparkSession:

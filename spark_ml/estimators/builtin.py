@@ -39,7 +39,7 @@ class PCAModel(SageMakerModel):
     @property
     def pcaComponents(self) -> np.ndarray:
         """(feature_dim, num_components): one principal direction per column, largest variance first."""
-        return np.array(self.algorithm_model.components)
+        return np.array(self.algorithm_model.v)
 
     @property
     def singularValues(self) -> np.ndarray:
