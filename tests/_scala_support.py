@@ -90,7 +90,8 @@ class SparkWorker:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def spark_submit(jar: str, main_class: str, *args: str) -> subprocess.CompletedProcess:
+def spark_submit(jar: str, main_class: str, *args: str, env: dict[str, str] | None = None
+                 ) -> subprocess.CompletedProcess:
     """Runs one of the jar's applications with pyspark's ``spark-submit`` on ``local[2]``."""
     import pyspark
 
@@ -98,7 +99,8 @@ def spark_submit(jar: str, main_class: str, *args: str) -> subprocess.CompletedP
     return subprocess.run(
         [str(submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
          "--conf", "spark.ui.showConsoleProgress=false", "--class", main_class, jar, *args],
-        capture_output=True, text=True, timeout=CALL_TIMEOUT, env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+        capture_output=True, text=True, timeout=CALL_TIMEOUT,
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable, **(env or {})})
 
 
 def plain(value):

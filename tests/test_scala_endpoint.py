@@ -1,22 +1,25 @@
-"""The JVM ``EndpointModel`` (scala/ ``sparkml.endpoint``) against a server that honours SageMaker's contract.
+"""The JVM ``EndpointModel`` (scala/ ``sparkml.endpoint``) against servers that honour SageMaker's contract.
 
-The server (``_contract_server``) scores with ``load_model(path).predict``; every answer the JVM client turns
-into columns is compared with that Python Model's predictions. The JVM runs in a Spark worker process reached
-through the PySpark gateway; the last test drives both example applications through ``spark-submit``:
+Most tests call a real spark_ml endpoint (``spark_ml.hosting``: router, bearer token, variants, model servers
+scoring three artifacts); every answer the JVM client turns into columns must equal the Python Model's own
+``predict``. Retries, the concurrency bound and the request bytes need a server that can refuse, hold and
+record requests: those use the tiny test-only ``_contract_server``. The JVM runs in a Spark worker process
+reached through the PySpark gateway; the last test drives both example applications through ``spark-submit``:
 the JVM writes a channel, Python trains on it, and the JVM scores natively and through the endpoint.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import scipy.sparse as sp
 from _contract_server import ContractServer
 from _scala_support import JVMError, SparkWorker, build_jar, jvm_task, plain, session, spark_submit
+from serving_support import HostingHome
 
 from algorithms import tensor_codec
 from algorithms.batch import Batch
@@ -24,6 +27,13 @@ from algorithms.builtin._linear_model import LinearLearnerModel
 from algorithms.builtin.kmeans import KMeansModel
 from algorithms.builtin.pca import PCAModel
 from algorithms.models import load_model, save_model
+from spark_ml import hosting
+from spark_ml.hosting import ProductionVariant
+
+TOKEN = "s3cret-token"
+VARIANTS = {"kmeans": "K", "pca": "P", "linear-multiclass": "M"}  # K takes all untargeted traffic
+CONTENT_TYPES = {"protobuf": "application/x-recordio-protobuf", "csv": "text/csv", "json": "application/json",
+                 "jsonlines": "application/jsonlines", "libsvm": "text/libsvm"}
 
 
 def cancer() -> np.ndarray:
@@ -149,15 +159,33 @@ def serve(models):
         server.close()
 
 
+@pytest.fixture(scope="module")
+def endpoint(models, tmp_path_factory) -> str:
+    """A spark_ml endpoint with a bearer token: variant K (k-means) takes the traffic, P (PCA) and M (linear
+    learner, multiclass) only requests that target them."""
+    with HostingHome(tmp_path_factory.mktemp("hosting") / "home"):
+        variants = []
+        for name, variant in VARIANTS.items():
+            hosting.create_model(variant.lower(), models[name])
+            variants.append(ProductionVariant(variant, variant.lower(), 1, 1.0 if variant == "K" else 0.0))
+        hosting.create_endpoint_config("scala", variants)
+        yield hosting.create_endpoint("scala", "scala", auth_token=TOKEN, router_workers=1).url
+
+
 def expected(location: str, x) -> dict[str, np.ndarray]:
     features = np.asarray(x, np.float32)
     return {k: np.asarray(v, np.float64) for k, v in load_model(location).predict(Batch(features)).items()}
 
 
-def assert_predictions(columns: dict, reference: dict[str, np.ndarray]) -> None:
+def assert_predictions(columns: dict, reference: dict[str, np.ndarray], exact: bool = True) -> None:
+    """Equal to the Python Model's predictions; ``exact=False`` when text travels: a float32 printed as its
+    shortest decimal and parsed back as float64 differs from the float32 in the last bits."""
     for name, values in reference.items():
-        got = np.asarray(columns[name], np.float64)
-        np.testing.assert_array_equal(got.reshape(values.shape), values, err_msg=name)
+        got = np.asarray(columns[name], np.float64).reshape(values.shape)
+        if exact:
+            np.testing.assert_array_equal(got, values, err_msg=name)
+        else:
+            np.testing.assert_allclose(got, values, rtol=1e-6, atol=1e-7, err_msg=name)
 
 
 # --------------------------------------------------------------------------------- formats, both directions
@@ -167,45 +195,52 @@ def assert_predictions(columns: dict, reference: dict[str, np.ndarray]) -> None:
     ("linear-multiclass", "protobuf", "protobuf"),
     ("linear-multiclass", "csv", "json"),
     ("linear-multiclass", "json", "jsonlines"),
-    ("linear-multiclass", "jsonlines", "protobuf"),
+    ("linear-multiclass", "jsonlines", "csv"),
     ("linear-multiclass", "libsvm", "json"),
     ("kmeans", "csv", "csv"),
     ("pca", "protobuf", "csv"),
     ("pca", "json", "protobuf"),
 ])
-def test_each_format_returns_the_python_models_predictions(jvm, serve, models, model, serializer, deserializer):
+def test_each_format_returns_the_python_models_predictions(jvm, endpoint, models, model, serializer, deserializer):
     x = cancer()[:120]
-    server = serve(model)
-    settings = {"endpoint": server.url, "serializer": serializer, "deserializer": deserializer, "maxBatchRows": 25}
-    out = jvm(_in_jvm_score, x.tolist(), settings)
-    outputs = load_model(models[model]).outputs
+    settings = {"endpoint": endpoint, "serializer": serializer, "deserializer": deserializer, "maxBatchRows": 25,
+                "targetVariant": VARIANTS[model], "variantCol": "variant"}
+    out = jvm(_in_jvm_score, x.tolist(), settings, 2, 0, (), False, TOKEN)
+    outputs = load_model(models[model]).outputs  # what the endpoint's /metadata reports for the variant
     types = ",".join(f"{o.name}:{'vector' if o.kind == 'vector' else 'double'}" for o in outputs)
-    assert out["schema"] == f"struct<id:int,features:vector,{types}>"
+    assert out["schema"] == f"struct<id:int,features:vector,{types},variant:string>"
     assert out["columns"]["id"] == list(range(len(x)))
-    assert_predictions(out["columns"], expected(models[model], x))
-    content_types = {"protobuf": "application/x-recordio-protobuf", "csv": "text/csv", "json": "application/json",
-                     "jsonlines": "application/jsonlines", "libsvm": "text/libsvm"}
-    assert {(s.content_type, s.accept) for s in server.seen} == {(content_types[serializer],
-                                                                  content_types[deserializer])}
-    assert sum(s.rows for s in server.seen) == len(x) and max(s.rows for s in server.seen) <= 25
-    if serializer == "protobuf":  # the JVM encodes requests byte for byte as the Python codec does
-        for seen in server.seen:
-            decoded = tensor_codec.decode(seen.body, "request", x.shape[1]).features
-            assert seen.body == tensor_codec.encode_dense(decoded)
+    assert out["columns"]["variant"] == [VARIANTS[model]] * len(x)
+    exact = serializer == deserializer == "protobuf"  # text carries shortest decimals, parsed as float64
+    assert_predictions(out["columns"], expected(models[model], x), exact=exact)
 
 
 @pytest.mark.parametrize("serializer", ["protobuf", "json", "libsvm"])
-def test_sparse_vectors_are_sent_sparse(jvm, serve, models, serializer):
+def test_sparse_vectors_score_like_dense_ones(jvm, endpoint, models, serializer):
     x = cancer()[:60].copy()
     x[np.abs(x) < 0.8] = 0.0
+    settings = {"endpoint": endpoint, "serializer": serializer, "targetVariant": "P"}
+    out = jvm(_in_jvm_score, x.tolist(), settings, 2, 2, (), False, TOKEN)  # every other row a SparseVector
+    assert_predictions(out["columns"], expected(models["pca"], x), exact=serializer == "protobuf")
+
+
+@pytest.mark.parametrize("serializer", list(CONTENT_TYPES))
+def test_requests_carry_the_content_type_and_protobuf_bytes_equal_the_python_codecs(jvm, serve, serializer):
+    x = cancer()[:30].copy()
+    x[np.abs(x) < 0.5] = 0.0
     server = serve("kmeans")
-    out = jvm(_in_jvm_score, x.tolist(), {"endpoint": server.url, "serializer": serializer}, 2, 2)
-    assert_predictions(out["columns"], expected(models["kmeans"], x))
+    settings = {"endpoint": server.url, "serializer": serializer, "deserializer": "jsonlines", "maxBatchRows": 7,
+                "concurrency": 1}  # one request at a time: the server sees them in row order
+    jvm(_in_jvm_score, x.tolist(), settings, 1, 3)  # every third row a SparseVector
+    assert {(s.content_type, s.accept) for s in server.seen} == {(CONTENT_TYPES[serializer],
+                                                                  "application/jsonlines")}
+    assert [s.rows for s in server.seen] == [7, 7, 7, 7, 2]
     if serializer == "protobuf":
-        body = b"".join(s.body for s in server.seen)
-        assert b"\x1a\x01\x1e" in body  # shape = [30]: the even rows went as sparse records
-    elif serializer == "json":
-        assert all(b'"keys":[' in s.body and b'"features":[' in s.body for s in server.seen)
+        bodies = b"".join(s.body for s in server.seen)
+        x32 = x.astype(np.float32)
+        rows = [tensor_codec.encode_sparse(sp.csr_matrix(x32[i:i + 1])) if i % 3 == 0
+                else tensor_codec.encode_dense(x32[i:i + 1]) for i in range(len(x))]
+        assert bodies == b"".join(rows)  # dense rows as dense records, sparse ones as sparse records
 
 
 # ------------------------------------------------------------------------------------- batching and order
@@ -271,26 +306,26 @@ def test_an_unreachable_endpoint_fails_or_fills_the_error_column(jvm, serve):
     assert all(e.startswith("no answer after 2 attempt(s): ConnectException") for e in out["columns"]["error"])
 
 
-def test_error_column_marks_only_the_rows_the_endpoint_rejects(jvm, serve, models):
+def test_error_column_marks_only_the_rows_the_endpoint_rejects(jvm, endpoint, models):
     x = [row.tolist() for row in cancer()[:40]]
     for bad in (5, 17):
         x[bad] = x[bad][:29]
-    server = serve("kmeans")
-    settings = {"endpoint": server.url, "errorPolicy": "column", "errorCol": "problem", "maxBatchRows": 10}
-    out = jvm(_in_jvm_score, x, settings, 1, 0, (), True)
+    settings = {"endpoint": endpoint, "targetVariant": "K", "errorPolicy": "column", "errorCol": "problem",
+                "maxBatchRows": 10}
+    out = jvm(_in_jvm_score, x, settings, 1, 0, (), True, TOKEN)
     assert out["schema"] == ("struct<id:int,features:array<double>,closest_cluster:double,"
                              "distance_to_cluster:double,problem:string>")
     problems = out["columns"]["problem"]
-    assert [i for i, p in enumerate(problems) if p] == [5, 17]
-    assert problems[5].startswith("400: the model rejected the request")
+    assert [i for i, p in enumerate(problems) if p] == [5, 17]  # bisected down to the rows at fault
+    assert problems[5].startswith("400: ") and "29" in problems[5]
     good = [i for i in range(40) if i not in (5, 17)]
     reference = expected(models["kmeans"], [x[i] for i in good])
     for name, values in reference.items():
         assert [out["columns"][name][i] for i in (5, 17)] == [None, None]
         np.testing.assert_array_equal([out["columns"][name][i] for i in good], values)
 
-    with pytest.raises(JVMError, match=r"answered 400: the model rejected the request: .* for a batch of 10 rows"):
-        jvm(_in_jvm_score, x, {**settings, "errorPolicy": "fail"}, 1, 0, (), True)
+    with pytest.raises(JVMError, match=r"answered 400: .* for a batch of 10 rows"):
+        jvm(_in_jvm_score, x, {**settings, "errorPolicy": "fail"}, 1, 0, (), True, TOKEN)
 
 
 def test_null_features_fail_with_the_python_models_message(jvm, serve):
@@ -302,21 +337,30 @@ def test_null_features_fail_with_the_python_models_message(jvm, serve):
 # ------------------------------------------------------------------------------- auth, variants, outputs
 
 
-def test_bearer_token_target_variant_and_outputs(jvm, serve, models):
+def test_untargeted_requests_get_the_union_of_the_variants_outputs(jvm, endpoint, models):
     x = cancer()[:20]
-    server = serve("kmeans", token="s3cret", variant="A")
-    with pytest.raises(JVMError, match="answered 401: missing or wrong bearer token"):
-        jvm(_in_jvm_score, x.tolist(), {"endpoint": server.url, "outputs": '[{"name": "closest_cluster"}]'})
+    out = jvm(_in_jvm_score, x.tolist(), {"endpoint": endpoint, "variantCol": "variant"}, 2, 0, (), False, TOKEN)
+    fields = out["schema"][len("struct<"):-1].split(",")
+    assert fields[:2] == ["id:int", "features:vector"] and fields[-1] == "variant:string"
+    assert sorted(fields[2:-1]) == ["closest_cluster:double", "distance_to_cluster:double",
+                                    "predicted_label:double", "projection:vector", "score:vector"]
+    assert out["columns"]["variant"] == ["K"] * 20  # the only variant with weight
+    assert_predictions(out["columns"], expected(models["kmeans"], x))
+    for name in ("projection", "score", "predicted_label"):  # outputs of variants that did not answer
+        assert out["columns"][name] == [None] * 20
 
-    settings = {"endpoint": server.url, "variantCol": "variant", "targetVariant": "B"}
-    out = jvm(_in_jvm_score, x.tolist(), settings, 2, 0, (), False, "s3cret")
-    assert out["columns"]["variant"] == ["B"] * 20  # the header named the variant that answered
-    assert {s.headers["X-Target-Variant"] for s in server.seen} == {"B"}
-    assert_predictions(out["columns"], expected(models["kmeans"], x))  # outputs read from GET /metadata
-
-    only = {"endpoint": server.url, "outputs": '[{"name": "distance_to_cluster", "kind": "scalar"}]'}
-    out = jvm(_in_jvm_score, x.tolist(), only, 2, 0, (), False, "s3cret")
+    only = {"endpoint": endpoint, "outputs": '[{"name": "distance_to_cluster", "kind": "scalar"}]'}
+    out = jvm(_in_jvm_score, x.tolist(), only, 2, 0, (), False, TOKEN)
     assert out["schema"] == "struct<id:int,features:vector,distance_to_cluster:double>"
+
+
+def test_the_bearer_token_is_required(jvm, endpoint):
+    x = cancer()[:5]
+    with pytest.raises(JVMError, match=r"/metadata answered 401: .*missing or wrong bearer token"):
+        jvm(_in_jvm_score, x.tolist(), {"endpoint": endpoint})
+    with pytest.raises(JVMError, match=r"answered 401: .*missing or wrong bearer token.* for a batch of 5 rows"):
+        jvm(_in_jvm_score, x.tolist(), {"endpoint": endpoint, "outputs": '[{"name": "closest_cluster"}]'}, 1, 0, (),
+            False, "wrong")
 
 
 def test_saved_endpoint_model_keeps_its_params_but_not_the_token(jvm, tmp_path):
@@ -332,7 +376,7 @@ def test_saved_endpoint_model_keeps_its_params_but_not_the_token(jvm, tmp_path):
 # ---------------------------------------------------------------------------------------- spark-submit
 
 
-def test_spark_submit_channel_python_training_and_scoring_both_ways(jvm, serve, tmp_path):
+def test_spark_submit_channel_python_training_and_scoring_both_ways(jvm, endpoint, tmp_path):
     x = cancer()
     table = pa.table({"id": np.arange(len(x)), "features": pa.array(list(x), type=pa.list_(pa.float64()))})
     pq.write_table(table, tmp_path / "input.parquet")
@@ -342,15 +386,15 @@ def test_spark_submit_channel_python_training_and_scoring_both_ways(jvm, serve, 
     result = spark_submit(jar, "sparkml.examples.ParquetToChannel", str(tmp_path / "input.parquet"),
                           str(tmp_path / "channel"), "recordsPerShard=200")
     assert result.returncode == 0, result.stderr[-3000:]
-    # ...Python trains on it...
+    # ...Python trains on it and serves the model...
     location = jvm(_in_jvm_fit_kmeans, str(tmp_path / "channel"))
-    server = ContractServer(location)
-    try:
-        # ...and Scala scores natively and through the endpoint serving the same artifact.
-        result = spark_submit(jar, "sparkml.examples.ScoreParquet", str(tmp_path / "input.parquet"), location,
-                              server.url, str(tmp_path / "scored.parquet"), "serializer=csv", "concurrency=2")
-    finally:
-        server.close()
+    hosting.create_model("trained", location)
+    hosting.create_endpoint_config("trained", [ProductionVariant("AllTraffic", "trained")])
+    url = hosting.create_endpoint("trained", "trained", auth_token=TOKEN, router_workers=1).url
+    # ...and Scala scores natively and through the endpoint.
+    result = spark_submit(jar, "sparkml.examples.ScoreParquet", str(tmp_path / "input.parquet"), location, url,
+                          str(tmp_path / "scored.parquet"), "maxBatchRows=100", "concurrency=2",
+                          env={"SPARK_ML_ENDPOINT_TOKEN": TOKEN})
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
     assert summary == {"rows": len(x), "algorithm": "kmeans", "outputs": ["closest_cluster", "distance_to_cluster"],
@@ -360,4 +404,3 @@ def test_spark_submit_channel_python_training_and_scoring_both_ways(jvm, serve, 
     for name, values in reference.items():
         np.testing.assert_array_equal(scored[f"native_{name}"].to_numpy(), values)
         np.testing.assert_array_equal(scored[name].to_numpy(), values)
-    assert Path(location, "manifest.json").is_file()
