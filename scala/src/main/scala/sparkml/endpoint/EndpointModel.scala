@@ -66,7 +66,7 @@ class EndpointModel(override val uid: String) extends Transformer with DefaultPa
   private var deserializerObject: Option[ResponseDeserializer] = None
   @transient private var resolvedOutputs: Option[Seq[OutputSpec]] = None
 
-  def setEndpoint(value: String): this.type = set(endpoint, value)
+  def setEndpoint(value: String): this.type = { resolvedOutputs = None; set(endpoint, value) }
   def setFeaturesCol(value: String): this.type = set(featuresCol, value)
   def setSerializer(name: String): this.type = { serializerObject = None; set(serializer, name) }
   def setDeserializer(name: String): this.type = { deserializerObject = None; set(deserializer, name) }
@@ -80,7 +80,7 @@ class EndpointModel(override val uid: String) extends Transformer with DefaultPa
   def setErrorPolicy(value: String): this.type = set(errorPolicy, value)
   def setErrorCol(value: String): this.type = set(errorCol, value)
   def setVariantCol(value: String): this.type = set(variantCol, value)
-  def setTargetVariant(value: String): this.type = set(targetVariant, value)
+  def setTargetVariant(value: String): this.type = { resolvedOutputs = None; set(targetVariant, value) }
 
   /** The outputs to read, as [[OutputSpec]]s (kept in the `outputs` Param as JSON). */
   def setOutputs(specs: Seq[OutputSpec]): this.type = setOutputs(EndpointModel.outputsJson(specs))
