@@ -6,6 +6,7 @@ import java.net.http.{HttpClient, HttpRequest, HttpResponse}
 import java.time.Duration
 import java.util.concurrent.ThreadLocalRandom
 
+import scala.annotation.tailrec
 import scala.jdk.OptionConverters._
 
 /** One answer of the endpoint: its status, body and the variant that served it (None when not named). A
@@ -28,6 +29,10 @@ final case class EndpointSettings(
     retryBackoffSeconds: Double) {
 
   def invocations: URI = URI.create(url.stripSuffix("/") + "/invocations")
+
+  override def toString: String =
+    s"EndpointSettings($url, $contentType, $accept, token=${token.map(_ => "***").getOrElse("none")}, " +
+      s"targetVariant=${targetVariant.getOrElse("")}, timeout=${requestTimeoutSeconds}s, maxRetries=$maxRetries)"
 }
 
 /** Calls `POST /invocations` with `java.net.http`, retrying 429 / 5xx answers and connection failures with
@@ -45,18 +50,16 @@ object EndpointClient {
     .followRedirects(HttpClient.Redirect.NEVER)
     .build()
 
-  def post(settings: EndpointSettings, body: Array[Byte]): Answer = {
-    var attempt = 0
-    while (true) {
-      val answer = once(settings, body)
-      if (!Retryable.contains(answer.status) || attempt >= settings.maxRetries) return answer
+  @tailrec
+  def post(settings: EndpointSettings, body: Array[Byte], attempt: Int = 0): Answer = {
+    val answer = once(settings, body)
+    if (!Retryable.contains(answer.status) || attempt >= settings.maxRetries) answer
+    else {
       val backoff = math.min(settings.retryBackoffSeconds * math.pow(2, attempt), MaxBackoff) *
         (0.5 + ThreadLocalRandom.current().nextDouble())
-      val retryAfter = answer.retryAfter.getOrElse(0.0)
-      Thread.sleep((math.max(backoff, retryAfter) * 1000).toLong)
-      attempt += 1
+      Thread.sleep((math.max(backoff, answer.retryAfter.getOrElse(0.0)) * 1000).toLong)
+      post(settings, body, attempt + 1)
     }
-    throw new IllegalStateException("unreachable")
   }
 
   private def once(settings: EndpointSettings, body: Array[Byte]): Answer = {
