@@ -1,22 +1,18 @@
 """The JVM `recordio-protobuf` data source (scala/): byte-identical to the Python codec, reads its files.
 
-The jar is built once per session (scala/build.sh skips the work when nothing changed). Spark runs in a
-separate process that has the jar on its classpath (the shared ``spark`` fixture cannot add a jar after it
-started): a one-worker process pool whose worker holds a local[2] session; the functions prefixed ``_in_jvm``
-run there. One test drives the example application through ``spark-submit`` instead.
+The jar is built once per module (scala/build.sh skips the work when nothing changed). Spark runs in a
+separate process that has the jar on its classpath (``_scala_support.SparkWorker``); the functions prefixed
+``_in_jvm`` run there. One test drives the example application through ``spark-submit`` instead.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import multiprocessing
 import os
 import struct
 import subprocess
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
+from _scala_support import ROOT, JVMError, SparkWorker, build_jar, jvm_task, session, spark_submit
 
 from algorithms import tensor_codec
 from algorithms.channel import Channel, Manifest
@@ -32,35 +29,10 @@ from algorithms.reader import iter_batches
 from algorithms.recordio import MAGIC, RecordIOError, frame, iter_payloads
 from algorithms.records import make_record
 
-ROOT = Path(__file__).resolve().parent.parent
 SOURCE = "recordio-protobuf"
-CALL_TIMEOUT = 300
 
 
 # ------------------------------------------------------------------------------------------ the Spark worker
-
-_session = None
-
-
-class JVMError(Exception):
-    """An error raised in the Spark worker, carried back as its class name and message."""
-
-
-def _start_session(jar: str) -> None:
-    global _session
-    from pyspark.sql import SparkSession
-
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    _session = (SparkSession.builder.master("local[2]").appName("test_scala_datasource")
-                .config("spark.jars", jar).config("spark.ui.enabled", "false")
-                .config("spark.ui.showConsoleProgress", "false").config("spark.driver.memory", "2g")
-                .config("spark.sql.shuffle.partitions", "2").getOrCreate())
-    _session.sparkContext.setLogLevel("OFF")
-
-
-def _stop_session() -> None:
-    if _session is not None:
-        _session.stop()
 
 
 def _frame(spec: dict):
@@ -88,24 +60,11 @@ def _frame(spec: dict):
     fields.append(StructField("id", IntegerType()))
     columns.append(list(range(len(spec["features"]))))
     rows = list(zip(*columns, strict=True))
-    rdd = _session.sparkContext.parallelize(rows, spec.get("partitions", 1))
-    return _session.createDataFrame(rdd, StructType(fields))
+    rdd = session().sparkContext.parallelize(rows, spec.get("partitions", 1))
+    return session().createDataFrame(rdd, StructType(fields))
 
 
-def _jvm_task(fn):
-    """Runs in the worker; py4j / captured errors do not pickle, so their text comes back as a JVMError."""
-
-    @functools.wraps(fn)
-    def task(*args):
-        try:
-            return fn(*args)
-        except Exception as exc:
-            raise JVMError(f"{type(exc).__name__}: {exc}") from None
-
-    return task
-
-
-@_jvm_task
+@jvm_task
 def _in_jvm_write(spec: dict, path: str, options: dict, mode: str = "overwrite", fmt: str = SOURCE) -> None:
     _frame(spec).write.format(fmt).options(**options).mode(mode).save(path)
 
@@ -120,21 +79,21 @@ def _plain(value):
     return value
 
 
-@_jvm_task
+@jvm_task
 def _in_jvm_read(paths: list[str], fmt: str = SOURCE) -> dict:
-    df = _session.read.format(fmt).load(paths if len(paths) > 1 else paths[0])
+    df = session().read.format(fmt).load(paths if len(paths) > 1 else paths[0])
     rows = df.collect()
     return {"schema": df.schema.simpleString(), "partitions": df.rdd.getNumPartitions(),
             "rows": [{k: _plain(v) for k, v in row.asDict().items()} for row in rows]}
 
 
-@_jvm_task
+@jvm_task
 def _in_jvm_gateway_write(spec: dict, path: str, options: dict) -> str:
-    channel_io = _session.sparkContext._jvm.sparkml.recordio.ChannelIO
+    channel_io = session().sparkContext._jvm.sparkml.recordio.ChannelIO
     return channel_io.write(_frame(spec)._jdf, path, "overwrite", options)
 
 
-@_jvm_task
+@jvm_task
 def _in_jvm_register_python_source() -> str:
     from pyspark.sql.datasource import DataSource
 
@@ -143,36 +102,23 @@ def _in_jvm_register_python_source() -> str:
         def name(cls):
             return SOURCE
 
-    _session.dataSource.register(PythonTwin)
+    session().dataSource.register(PythonTwin)
     return "registered"
 
 
 # --------------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def jar() -> str:
-    out = subprocess.run(["bash", str(ROOT / "scala" / "build.sh")], capture_output=True, text=True,
-                         env={**os.environ, "VENV_PYTHON": sys.executable})
-    assert out.returncode == 0, f"scala/build.sh failed:\n{out.stderr}"
-    path = out.stdout.strip().splitlines()[-1]
-    assert Path(path).is_file()
-    return path
+    return build_jar()
 
 
 @pytest.fixture(scope="module")
 def jvm(jar):
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_session, initargs=(jar,))
-
-    def call(fn, *args):
-        return pool.submit(fn, *args).result(timeout=CALL_TIMEOUT)
-
-    yield call
-    try:
-        pool.submit(_stop_session).result(timeout=60)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    worker = SparkWorker(jar, "test_scala_datasource")
+    yield worker
+    worker.close()
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -515,7 +461,7 @@ NAN, INF = float("nan"), float("inf")
 
 
 @pytest.mark.parametrize(("features", "labels", "partitions", "options", "message"), [
-    ([[1.0, 2.0], None], None, 1, {}, r"featuresCol 'features' is null in row 1 of partition 0"),
+    ([[1.0, 2.0], None], None, 1, {}, r"column 'features' is null at row 1 \(rows counted within partition 0\)"),
     ([[1.0, 2.0], [1.0, 2.0], [3.0]], None, 1, {},
      r"featuresCol 'features' has vectors of differing length: row 0 of partition 0 has 2 values, "
      r"row 2 of partition 0 has 1"),
@@ -528,7 +474,7 @@ NAN, INF = float("nan"), float("inf")
     ([[1e300, 1.0]], None, 1, {}, r"non-finite value \(1.0E300, which overflows float32 \(write with "
                                    r"dtype=float64\)\) at index 0 in row 0"),
     ([[1.0], [2.0]], [1.0, None], 1, {"labelCol": "label"},
-     r"labelCol 'label' is null in row 1 of partition 0"),
+     r"label column 'label' is null at row 1 \(rows counted within partition 0\)"),
     ([[1.0], [2.0]], [1.0, NAN], 1, {"labelCol": "label"},
      r"labelCol 'label' has a non-finite value \(NaN\) in row 1 of partition 0"),
     ([[1.0]], None, 1, {"featureCol": "features"},
@@ -597,21 +543,14 @@ def test_short_name_class_name_and_package_name_all_resolve(jvm, tmp_path):
 
 
 def test_spark_submit_example_converts_parquet(jar, tmp_path):
-    import pyspark
-
     rng = np.random.default_rng(10)
     x = rng.normal(size=(400, 7))
     y = rng.normal(size=400)
     table = pa.table({"features": pa.array(list(x), type=pa.list_(pa.float64())), "label": y})
     pq.write_table(table, tmp_path / "input.parquet")
     out = tmp_path / "channel"
-    submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
-    result = subprocess.run(
-        [str(submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-         "--conf", "spark.ui.showConsoleProgress=false", "--class", "sparkml.examples.ParquetToChannel", jar,
-         str(tmp_path / "input.parquet"), str(out), "labelCol=label", "recordsPerShard=150"],
-        capture_output=True, text=True, timeout=CALL_TIMEOUT,
-        env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    result = spark_submit(jar, "sparkml.examples.ParquetToChannel", str(tmp_path / "input.parquet"), str(out),
+                          "labelCol=label", "recordsPerShard=150")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
 

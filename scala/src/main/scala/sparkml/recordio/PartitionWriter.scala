@@ -101,7 +101,10 @@ final class PartitionWriter(plan: WritePlan, fs: FileSystem, dir: Path, partitio
   private def bad(message: String): Nothing = throw new RecordIOWriteException(s"recordio-protobuf: $message")
 
   private def writeRow(r: InternalRow): Unit = {
-    if (r.isNullAt(featuresOrdinal)) bad(s"featuresCol '${plan.featuresCol}' is null in $where")
+    // Worded as the Python data source words it (spark_ml.arrow_vectors + datasource).
+    if (r.isNullAt(featuresOrdinal)) {
+      bad(s"column ${Quote.py(plan.featuresCol)} is null at row $row (rows counted within partition $partition)")
+    }
     var values: ArrayData = null
     var indices: ArrayData = null
     var size = 0
@@ -220,7 +223,9 @@ final class PartitionWriter(plan: WritePlan, fs: FileSystem, dir: Path, partitio
 
   private def readLabel(r: InternalRow): Unit = {
     val o = plan.labelOrdinal
-    if (r.isNullAt(o)) bad(s"labelCol '$labelName' is null in $where")
+    if (r.isNullAt(o)) {
+      bad(s"label column ${Quote.py(labelName)} is null at row $row (rows counted within partition $partition)")
+    }
     plan.label.get match {
       case LabelSource.Scalar(t) =>
         labelCount = 1
