@@ -59,7 +59,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--jar", nargs="?", const="auto", default=None,
+                        help="put the Scala jar on the classpath (default path: scala/target/*.jar), so that "
+                             "format('recordio-protobuf') and to_channel use the JVM writer")
     args = parser.parse_args()
+    jar = _jar(args.jar) if args.jar else None
 
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import SparkSession
@@ -71,11 +75,14 @@ def main() -> None:
     dense_rate, sparse_rate = encoder_alone(args.rows)
     print(f"encoder alone, one core: dense {dense_rate / 1e6:.0f} M values/s, sparse {sparse_rate / 1e6:.1f} M nnz/s")
 
-    spark = (SparkSession.builder.master(args.master).appName("convert-benchmark")
-             .config("spark.driver.memory", "8g").config("spark.ui.enabled", "false").getOrCreate())
+    builder = (SparkSession.builder.master(args.master).appName("convert-benchmark")
+               .config("spark.driver.memory", "8g").config("spark.ui.enabled", "false"))
+    if jar:
+        builder = builder.config("spark.jars", jar)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     cores = spark.sparkContext.defaultParallelism
-    spark_ml.register(spark)
+    writer = spark_ml.register(spark)
 
     dense = (spark.range(args.rows, numPartitions=cores)
              .select(array_to_vector(F.array(*[F.rand(i) for i in range(100)])).alias("features"),
@@ -123,12 +130,24 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
         spark.stop()
 
-    print(f"\n{args.rows:,} rows, {args.master} ({cores} cores), best of {args.repeat}")
+    print(f"\n{args.rows:,} rows, {args.master} ({cores} cores), best of {args.repeat}, {writer} writer")
     print(f"{'data':<16}{'ours write':>12}{'parquet':>10}{'ratio':>8}{'read back':>11}"
           f"{'rows/s (ours)':>16}{'values/s/core':>15}{'MB written':>12}")
     for name, ours, parquet, read, values, size in rows:
         print(f"{name:<16}{ours:>11.2f}s{parquet:>9.2f}s{parquet / ours:>7.2f}x{read:>10.2f}s"
               f"{args.rows / ours:>16,.0f}{values / ours / cores / 1e6:>13.1f} M{size / 1e6:>12.0f}")
+
+
+def _jar(path: str) -> str:
+    import glob
+
+    if path != "auto":
+        return path
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    found = sorted(glob.glob(os.path.join(root, "scala", "target", "spark-ml-scala_*.jar")))
+    if not found:
+        raise SystemExit("no jar in scala/target: run `make scala` first")
+    return found[-1]
 
 
 if __name__ == "__main__":
