@@ -8,14 +8,12 @@ the executors over Arrow batches and adds SageMaker's output columns.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from typing import Any, ClassVar
 
 from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 
 from algorithms import builtin
 from algorithms import fs as fsutil
@@ -23,15 +21,13 @@ from algorithms.artifact import fetch, read_manifest
 from algorithms.channel import Channel
 from algorithms.hyperparameters import AUTO, HyperparameterError, HyperparameterSpec
 
-from ..channels import to_channel
 from ..runner import TrainingRequest, TrainingResult, run_training
-from .channel_fit import ChannelFitEstimator
-from .locations import default_model_store, default_staging_dir
+from .channel_fit import NONE, REQUIRED, ChannelFitEstimator
 from .params import CommonParams, ParamError, declared_params
 from .scoring import score_dataframe
 
 
-class SageMakerEstimator(ChannelFitEstimator, CommonParams, MLWritable, MLReadable):
+class SageMakerEstimator(ChannelFitEstimator, MLWritable, MLReadable):
     """Base of every built-in estimator. Subclasses set ``_algorithm``, ``_model_class`` and maybe ``_fixed``."""
 
     _algorithm: ClassVar[str]
@@ -99,19 +95,18 @@ class SageMakerEstimator(ChannelFitEstimator, CommonParams, MLWritable, MLReadab
     def _fit_channels(self, data: dict[str, DataFrame | Channel]) -> SageMakerModel:
         # every check that needs no data happens here, before any Spark job
         self.hyperparameters(_feature_dim_hint(data.get("train"), self.getOrDefault(self.featuresCol)))
-        spark = _session_of(data)
-        staged: list[str] = []
+        spark = self._session(data)
+        labels = REQUIRED if builtin.get(self._algorithm).supervised else NONE
+        channels, staged, seconds = self._stage(spark, data, labels, self._algorithm)
         try:
-            channels = {name: self._as_channel(spark, name, value, staged) for name, value in data.items()}
             hps = self.hyperparameters(channels["train"].feature_dim if "train" in channels else None)
             result = run_training(spark, TrainingRequest(
                 algorithm=self._algorithm, hyperparameters=hps, channels=channels,
                 num_workers=self.getOrDefault(self.numWorkers), gpus_per_worker=self.getOrDefault(self.gpusPerWorker),
-                model_store=self._model_store(spark), progress=self.getOrDefault(self.showProgress)))
+                model_store=self._model_store(spark), progress=self.getOrDefault(self.showProgress),
+                phases={"conversion": seconds} if staged else {}))
         finally:
-            if self.getOrDefault(self.deleteStagingData):
-                for path in staged:
-                    _remove(path)
+            self._discard_staged(staged)
         return self._make_model(result)
 
     def _make_model(self, result: TrainingResult) -> SageMakerModel:
@@ -120,30 +115,6 @@ class SageMakerEstimator(ChannelFitEstimator, CommonParams, MLWritable, MLReadab
         model._training_job = result.job_name
         model._training_metrics = dict(result.metrics)
         return model
-
-    def _as_channel(self, spark, name: str, value, staged: list[str]) -> Channel:
-        if isinstance(value, Channel):
-            return value
-        if not isinstance(value, DataFrame):
-            raise TypeError(f"channel {name}: expected a DataFrame or a Channel, got {type(value).__name__}")
-        path = fsutil.join(self._staging_dir(spark), f"{self._algorithm}-{uuid.uuid4().hex[:12]}", name)
-        staged.append(path.rsplit("/", 1)[0] if "://" in path else os.path.dirname(path))
-        features, label = self.getOrDefault(self.featuresCol), self.getOrDefault(self.labelCol)
-        supervised = builtin.get(self._algorithm).supervised
-        if supervised and label not in value.columns:
-            raise ParamError(f"labelCol {label!r} is not a column (columns: {', '.join(value.columns)})")
-        label = label if supervised else None
-        channel = to_channel(value, path, featuresCol=features, labelCol=label)
-        workers = self.getOrDefault(self.numWorkers)
-        if len(channel.shards()) < workers:  # every worker needs a shard: rare, so rewrite rather than always shuffle
-            channel = to_channel(value.repartition(workers), path, featuresCol=features, labelCol=label)
-        return channel
-
-    def _model_store(self, spark) -> str:
-        return self.getOrDefault(self.modelStore) if self.isDefined(self.modelStore) else default_model_store(spark)
-
-    def _staging_dir(self, spark) -> str:
-        return self.getOrDefault(self.stagingDir) if self.isDefined(self.stagingDir) else default_staging_dir(spark)
 
     # persistence -------------------------------------------------------------------------------------------
     def write(self) -> MLWriter:
@@ -258,21 +229,6 @@ def _feature_dim_hint(train, features_col: str) -> int | None:
             if field.name == features_col and "num_attrs" in attrs:
                 return int(attrs["num_attrs"])
     return None
-
-
-def _session_of(data: dict) -> SparkSession:
-    for value in data.values():
-        if isinstance(value, DataFrame):
-            return value.sparkSession
-    active = SparkSession.getActiveSession()
-    if active is None:
-        raise RuntimeError("no active Spark session: create one before fitting on channels")
-    return active
-
-
-def _remove(path: str) -> None:
-    fs, inner = fsutil.resolve(path)
-    fsutil.delete_dir_quietly(fs, inner)
 
 
 class _ParamsWriter(MLWriter):

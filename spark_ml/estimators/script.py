@@ -14,15 +14,12 @@ from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.sql import DataFrame
 
-from algorithms import fs as fsutil
 from algorithms.artifact import read_manifest
 from algorithms.channel import Channel
 
-from ..channels import to_channel
 from ..runner import EXECUTABLE, SCRIPT, ScriptPlan, TrainingRequest, run_training
-from .channel_fit import ChannelFitEstimator
-from .locations import default_model_store, default_staging_dir
-from .params import CommonParams, ParamError
+from .channel_fit import IF_PRESENT, ChannelFitEstimator
+from .params import ParamError
 
 MAX_SOURCE_BYTES = 64 << 20
 
@@ -64,7 +61,7 @@ def _to_metric_definitions(value) -> list[dict[str, str]]:
     return out
 
 
-class _UserCodeEstimator(ChannelFitEstimator, CommonParams):
+class _UserCodeEstimator(ChannelFitEstimator):
     hyperparameters = Param(Params._dummy(), "hyperparameters", "hyperparameters passed to the code (as SageMaker "
                             "does: SM_HPS, SM_HP_<NAME>, command-line arguments)", typeConverter=_to_dict)
     metricDefinitions = Param(Params._dummy(), "metricDefinitions", 'regexes that pick metrics out of the output: '
@@ -93,37 +90,17 @@ class _UserCodeEstimator(ChannelFitEstimator, CommonParams):
 
     def _fit_channels(self, data: dict[str, DataFrame | Channel]) -> UserCodeModel:
         plan = self._plan()
-        spark = next((v.sparkSession for v in data.values() if isinstance(v, DataFrame)), None)
-        if spark is None:
-            from pyspark.sql import SparkSession
-
-            spark = SparkSession.getActiveSession()
-        staged = []
+        spark = self._session(data)
+        channels, staged, seconds = self._stage(spark, data, IF_PRESENT, "user-code")
         try:
-            channels = {}
-            for name, value in data.items():
-                if isinstance(value, Channel):
-                    channels[name] = value
-                    continue
-                staging = self.getOrDefault(self.stagingDir) if self.isDefined(self.stagingDir) else \
-                    default_staging_dir(spark)
-                path = fsutil.join(staging, f"user-code-{os.urandom(6).hex()}", name)
-                staged.append(path)
-                label = self.getOrDefault(self.labelCol)
-                channels[name] = to_channel(value, path, featuresCol=self.getOrDefault(self.featuresCol),
-                                            labelCol=label if label in value.columns else None)
-            store = self.getOrDefault(self.modelStore) if self.isDefined(self.modelStore) else \
-                default_model_store(spark)
             name = self.getOrDefault(self.algorithmName) if self.isDefined(self.algorithmName) else self._kind
             result = run_training(spark, TrainingRequest(
                 algorithm=name, hyperparameters=dict(self.getOrDefault(self.hyperparameters)), channels=channels,
                 num_workers=self.getOrDefault(self.numWorkers), gpus_per_worker=self.getOrDefault(self.gpusPerWorker),
-                kind=self._kind, script=plan, model_store=store, progress=self.getOrDefault(self.showProgress)))
+                kind=self._kind, script=plan, model_store=self._model_store(spark),
+                progress=self.getOrDefault(self.showProgress), phases={"conversion": seconds} if staged else {}))
         finally:
-            if self.getOrDefault(self.deleteStagingData):
-                for path in staged:
-                    fs, inner = fsutil.resolve(path)
-                    fsutil.delete_dir_quietly(fs, inner)
+            self._discard_staged(staged)
         model = UserCodeModel(result.model_location)
         model._metrics = dict(result.metrics)
         return model

@@ -57,6 +57,7 @@ class TrainingRequest:
     job_name: str | None = None
     progress: bool = True
     echo_logs: bool = False
+    phases: dict[str, float] = field(default_factory=dict)  # time spent before the runner (e.g. conversion)
 
 
 @dataclass
@@ -88,6 +89,8 @@ def run_training(spark, request: TrainingRequest) -> TrainingResult:
                              "records": c.total_records} for c in plans}
     jobs.create(name, request.algorithm, request.hyperparameters, channels_doc, request.num_workers,
                 request.gpus_per_worker)
+    for phase, seconds in request.phases.items():
+        jobs.set_phase(name, phase, seconds)
     monitor = _start_monitor(spark, cap, name, request)
     spec = WorkerSpec(job_name=name, kind=request.kind, algorithm=request.algorithm,
                       hyperparameters=dict(request.hyperparameters), channels=plans, num_workers=request.num_workers,
