@@ -196,9 +196,16 @@ class SageMakerModel(Model, CommonParams, MLWritable, MLReadable):
     def featureDim(self) -> int:
         return self.algorithm_model.feature_dim
 
+    def _scoring_options(self) -> dict[str, Any]:
+        """Options for the algorithm model's ``configured(**options)``, from model Params that change the
+        outputs (none by default). Scoring applies them on the driver (for the schema) and in the executors."""
+        return {}
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
+        options = self._scoring_options()
+        model = self.algorithm_model.configured(**options) if options else self.algorithm_model
         return score_dataframe(dataset, self.getOrDefault(self.modelLocation), self.getOrDefault(self.featuresCol),
-                               self.algorithm_model)
+                               model, options)
 
     def write(self) -> MLWriter:
         return _ParamsWriter(self, artifact=True)
