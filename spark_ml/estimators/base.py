@@ -72,7 +72,8 @@ class SageMakerEstimator(Estimator, CommonParams, MLWritable, MLReadable):
         """The SageMaker hyperparameters this estimator sends (strings), validated; fails naming the Param."""
         spec = self.spec()
         raw: dict[str, Any] = dict(self._fixed)
-        for _name, (param, hp) in self._hp_params.items():
+        for name, (_, hp) in self._hp_params.items():
+            param = self.getParam(name)  # this instance's copy (the class attribute has no parent)
             if self.isSet(param):
                 raw[hp.name] = self.getOrDefault(param)
         try:
