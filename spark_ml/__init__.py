@@ -22,6 +22,10 @@ from .estimators import (
     PCAModel,
     ScriptEstimator,
     UserCodeModel,
+    XGBoostClassifier,
+    XGBoostClassifierModel,
+    XGBoostRegressor,
+    XGBoostRegressorModel,
 )
 from .runner import TrainingJobFailed, TrainingJobStopped
 
@@ -51,4 +55,8 @@ __all__ = [
     "PCAModel",
     "ScriptEstimator",
     "UserCodeModel",
+    "XGBoostClassifier",
+    "XGBoostClassifierModel",
+    "XGBoostRegressor",
+    "XGBoostRegressorModel",
 ]
