@@ -179,8 +179,9 @@ def test_early_stopping_keeps_the_best_iteration(tmp_path, cancer, cancer_channe
     hps = {"num_round": "300", "objective": "binary:logistic", "eta": "0.5", "max_depth": "4",
            "eval_metric": "auc,logloss", "early_stopping_rounds": "5"}
     result, model, reporter = train(tmp_path, hps, *cancer_channels)
-    reference = xgb.train({"objective": "binary:logistic", "eta": 0.5, "max_depth": 4, "eval_metric": ["auc", "logloss"],
-                           "nthread": 2}, xgb.DMatrix(xt, yt), 300, evals=[(xgb.DMatrix(xv, yv), "validation")],
+    params = {"objective": "binary:logistic", "eta": 0.5, "max_depth": 4, "eval_metric": ["auc", "logloss"],
+              "nthread": 2}
+    reference = xgb.train(params, xgb.DMatrix(xt, yt), 300, evals=[(xgb.DMatrix(xv, yv), "validation")],
                           early_stopping_rounds=5, verbose_eval=False)
     assert int(model.best_iteration) == reference.best_iteration
     assert model.booster.num_boosted_rounds() == reference.best_iteration + 1
@@ -266,7 +267,8 @@ def test_ranking_with_query_ids_from_libsvm(tmp_path, cancer):
     assert 0 < result.metrics["train:ndcg@5"] <= 1
 
 
-@pytest.mark.filterwarnings("ignore:.*Unknown file format.*Using UBJSON:UserWarning")  # SageMaker's name has no extension
+# SageMaker's file name has no extension: XGBoost guesses the format, and says so
+@pytest.mark.filterwarnings("ignore:.*Unknown file format.*Using UBJSON:UserWarning")
 def test_artifact_is_a_plain_xgboost_booster(tmp_path, cancer, cancer_channels):
     xt, xv, yt, yv = cancer
     _, model, _ = train(tmp_path, BINARY, *cancer_channels)

@@ -12,11 +12,10 @@ import shutil
 import numpy as np
 import pytest
 import xgboost as xgb
+from _local_cluster import run_on_local_cluster
 from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
-
-from _local_cluster import run_on_local_cluster
 
 pytestmark = pytest.mark.cluster
 
