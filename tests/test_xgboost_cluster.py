@@ -68,7 +68,7 @@ def test_two_executors_train_like_one_process(cluster_run):
     cpu = cluster_run["cpu"]
     assert abs(cpu["auc"] - expected) <= 0.005
     assert cpu["rounds"] == list(range(30))
-    # distributed, XGBoost's auc metric is the row-weighted mean of the workers' AUCs: close, not exact
+    # distributed, XGBoost combines the workers' own AUCs rather than ranking all rows: close, not exact
     assert abs(cpu["metrics"]["validation:auc"] - cpu["auc"]) <= 0.005
     assert sum("worker 1 of 2" in line or "worker 2 of 2" in line for line in cpu["logs"]) == 2
 

@@ -96,6 +96,7 @@ def test_leaf_and_contribution_columns(cancer, fitted):
     assert "leaf" not in model.transform(validation).columns
 
 
+@pytest.mark.filterwarnings("ignore:.*Unknown file format.*Using UBJSON:UserWarning")  # SageMaker's file name
 def test_save_load_and_plain_booster(cancer, fitted, tmp_path):
     _, validation, (_, xv, _, _) = cancer
     model, _, _ = fitted

@@ -126,7 +126,18 @@ class ChannelData(xgb.DataIter):
     # the stream -----------------------------------------------------------------------------------------
     def batches(self) -> Iterator[Batch]:
         """Checked batches of this worker's files; one empty batch when it has no rows (it still takes part)."""
+        stream = self._checked()
+        if self.needs_qid:
+            stream = _whole_queries(stream)
         empty = True
+        for batch in stream:
+            self.rows += len(batch)
+            empty = False
+            yield batch
+        if empty:
+            yield self._empty()
+
+    def _checked(self) -> Iterator[Batch]:
         for path in self.channel.files:
             record = 0
             for batch in self._file_batches(path):
@@ -134,11 +145,7 @@ class ChannelData(xgb.DataIter):
                     continue
                 batch = self._prepared(batch, path, record)
                 record += len(batch)
-                self.rows += len(batch)
-                empty = False
                 yield batch
-        if empty:
-            yield self._empty()
 
     def _file_batches(self, path: str) -> Iterator[Batch]:
         ctype = base_content_type(self.channel.content_type)
@@ -198,6 +205,21 @@ class ChannelData(xgb.DataIter):
         labels = np.zeros(0, np.float32)
         qid = np.zeros(0, np.int64) if self.needs_qid else None
         return Batch(np.zeros((0, self.feature_dim), np.float32), labels, None, qid)
+
+
+def _whole_queries(batches: Iterator[Batch]) -> Iterator[Batch]:
+    """Batches cut at query boundaries: XGBoost takes a query split across two batches for two queries."""
+    held: Batch | None = None
+    for batch in batches:
+        if held is not None:
+            batch = Batch.concat([held, batch])
+        last = batch.qid[-1]
+        cut = len(batch) - int(np.argmax(batch.qid[::-1] != last)) if (batch.qid != last).any() else 0
+        if cut:
+            yield batch.slice(0, cut)
+        held = batch.slice(cut, len(batch))
+    if held is not None and len(held):
+        yield held
 
 
 def local_feature_dim(channel: ChannelInput, csv_weights: bool) -> int | None:

@@ -78,7 +78,7 @@ SPEC = HyperparameterSpec([
     H("lambda", float, 1.0, low=0, param_name="regLambda", doc="L2 regularization"),
     H("alpha", float, 0.0, low=0, doc="L1 regularization"),
     H("tree_method", str, "auto", choices=("auto", "exact", "approx", "hist", "gpu_hist")),
-    H("scale_pos_weight", float, 1.0, low=0, low_open=True),
+    H("scale_pos_weight", float, low=0, low_open=True, doc="weight of positive examples (default 1)"),
     H("updater", list),
     H("refresh_leaf", int, low=0, high=1),
     H("process_type", str, choices=("default", "update")),

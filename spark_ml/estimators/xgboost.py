@@ -151,7 +151,9 @@ class XGBoostClassifier(_XGBoostEstimator):
 
 class XGBoostRegressor(_XGBoostEstimator):
     """XGBoost for every other objective: reg:squarederror by default; reg:*, count:poisson, survival:cox,
-    survival:aft, rank:ndcg/map/pairwise (ranking needs query ids: a text/libsvm channel with ``qid:``)."""
+    survival:aft, rank:ndcg/map/pairwise. Ranking needs query ids: a text/libsvm channel with ``qid:`` on every
+    row, rows of a query together and queries in increasing order; with several workers, keep each query
+    inside one shard (XGBoost ranks within a worker's rows)."""
 
     _model_class = XGBoostRegressorModel
 
