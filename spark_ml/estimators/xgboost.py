@@ -24,7 +24,7 @@ from typing import Any
 from pyspark.ml.param import Param, Params, TypeConverters
 
 from algorithms.builtin._xgb_params import CLASSIFICATION_PREFIXES, objective_of
-from algorithms.builtin.xgboost import TUNING_METRIC, XGBoost
+from algorithms.builtin.xgboost import XGBoost
 from algorithms.hyperparameters import HyperparameterError
 
 from .base import SageMakerEstimator, SageMakerModel
@@ -158,5 +158,5 @@ class XGBoostRegressor(_XGBoostEstimator):
     _model_class = XGBoostRegressorModel
 
 
-__all__ = ["TUNING_METRIC", "XGBoostClassifier", "XGBoostClassifierModel", "XGBoostRegressor",
+__all__ = ["XGBoostClassifier", "XGBoostClassifierModel", "XGBoostRegressor",
            "XGBoostRegressorModel"]
