@@ -131,8 +131,9 @@ def test_diabetes_rmse_within_two_percent_of_single_process_xgboost(tmp_path):
     x, y = load_diabetes(return_X_y=True)
     xt, xv, yt, yv = train_test_split(x.astype(np.float32), y.astype(np.float32), test_size=0.3, random_state=0)
     hps = {"num_round": "60", "max_depth": "3", "eta": "0.1", "min_child_weight": "3", "eval_metric": "rmse,mae"}
-    result, model, _ = train(tmp_path, hps, protobuf_channel(str(tmp_path / "t"), xt, yt),
-                             protobuf_channel(str(tmp_path / "v"), xv, yv))
+    channels = protobuf_channel(str(tmp_path / "t"), xt, yt), protobuf_channel(str(tmp_path / "v"), xv, yv)
+    result, model, reporter = train(tmp_path, {**hps, "sketch_eps": "0.1"}, *channels)
+    assert any(line.startswith("sketch_eps: no effect in XGBoost") for line in reporter.lines)
     reference = _reference({"max_depth": 3, "eta": 0.1, "min_child_weight": 3}, xt, yt, 60)
     expected = skm.root_mean_squared_error(yv, reference.predict(xgb.DMatrix(xv)))
     got = skm.root_mean_squared_error(yv, model.predict(Batch(xv))["score"])

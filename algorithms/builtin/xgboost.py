@@ -32,7 +32,7 @@ from . import register
 from ._xgb_data import ChannelData, DataError, LabelRule, agreed_feature_dim
 from ._xgb_metrics import RoundReporter, SageMakerMetrics
 from ._xgb_model import XGBoostModel
-from ._xgb_params import SPEC, XGBConfig, check, is_maximized, resolve
+from ._xgb_params import LEGACY, SPEC, XGBConfig, check, is_maximized, resolve
 from .base import Algorithm
 
 TUNING_METRIC = "_tuning_objective_metric"
@@ -97,6 +97,10 @@ class XGBoost(Algorithm):
             if vdim > self.feature_dim:
                 raise DataError(f"the validation channel has {vdim} features but the train channel "
                                 f"{self.feature_dim}")
+        ignored = [name for name in LEGACY if env.hyperparameters.get(name) is not None]
+        if ignored and env.is_master:
+            env.reporter.log(f"{', '.join(ignored)}: no effect in XGBoost {xgb.__version__} (accepted for SageMaker "
+                             "compatibility, not passed on)")
         env.reporter.log(f"xgboost {xgb.__version__}: device={config.params['device']}"
                          f"{' (CUDA_VISIBLE_DEVICES=' + ','.join(env.gpus) + ')' if env.gpus else ''}, "
                          f"nthread={config.params['nthread']}, tree_method={config.params.get('tree_method')}, "
