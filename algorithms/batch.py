@@ -15,14 +15,21 @@ class Batch:
     """Rows of features (dense ``(n, d)`` array or CSR matrix) with optional labels.
 
     ``labels`` is ``(n,)`` when every record carries a scalar label and ``(n, k)`` for vector labels.
+    ``weights`` (per-row instance weights) and ``qid`` (query/group ids, for ranking) come from formats
+    that carry them (libsvm ``label:weight`` and ``qid:N``, CSV weight columns).
     """
 
     features: Features
     labels: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    qid: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if self.labels is not None and len(self.labels) != self.features.shape[0]:
-            raise ValueError(f"{self.features.shape[0]} feature rows but {len(self.labels)} labels")
+        n = self.features.shape[0]
+        for name in ("labels", "weights", "qid"):
+            values = getattr(self, name)
+            if values is not None and len(values) != n:
+                raise ValueError(f"{n} feature rows but {len(values)} {name}")
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -45,8 +52,11 @@ class Batch:
 
     def slice(self, start: int, stop: int) -> Batch:
         """Rows ``start:stop``: views of dense arrays; CSR rows without scipy's per-slice overhead."""
-        labels = None if self.labels is None else self.labels[start:stop]
-        return Batch(_rows(self.features, start, stop), labels)
+
+        def part(values):
+            return None if values is None else values[start:stop]
+
+        return Batch(_rows(self.features, start, stop), part(self.labels), part(self.weights), part(self.qid))
 
     @staticmethod
     def concat(batches: list[Batch]) -> Batch:
@@ -58,11 +68,16 @@ class Batch:
             features = sp.vstack([sp.csr_matrix(b.features) for b in batches], format="csr")
         else:
             features = np.concatenate([b.features for b in batches])
-        has = [b.labels is not None for b in batches]
-        if any(has) and not all(has):
-            raise ValueError("some batches have labels and some do not")
-        labels = np.concatenate([b.labels for b in batches]) if all(has) else None
-        return Batch(features, labels)
+        return Batch(features, *(_concat_optional(batches, name) for name in ("labels", "weights", "qid")))
+
+
+def _concat_optional(batches: list[Batch], name: str) -> np.ndarray | None:
+    parts = [getattr(b, name) for b in batches]
+    if all(p is None for p in parts):
+        return None
+    if any(p is None for p in parts):
+        raise ValueError(f"some batches have {name} and some do not")
+    return np.concatenate(parts)
 
 
 def _rows(x: Features, start: int, stop: int) -> Features:

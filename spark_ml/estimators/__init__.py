@@ -18,6 +18,7 @@ from .builtin import (
     PCAModel,
 )
 from .script import AlgorithmEstimator, ScriptEstimator, UserCodeModel
+from .xgboost import XGBoostClassifier, XGBoostClassifierModel, XGBoostRegressor, XGBoostRegressorModel
 
 __all__ = [
     "AlgorithmEstimator",
@@ -39,4 +40,8 @@ __all__ = [
     "SageMakerModel",
     "ScriptEstimator",
     "UserCodeModel",
+    "XGBoostClassifier",
+    "XGBoostClassifierModel",
+    "XGBoostRegressor",
+    "XGBoostRegressorModel",
 ]

@@ -74,7 +74,7 @@ class SageMakerEstimator(ChannelFitEstimator, MLWritable, MLReadable):
         spec = self.spec()
         raw: dict[str, Any] = dict(self._fixed)
         for name, (_, hp) in self._hp_params.items():
-            param = self.getParam(name)  # the instance's copy of the class-level Param
+            param = self.getParam(name)  # this instance's copy (the class attribute has no parent)
             if self.isSet(param):
                 raw[hp.name] = self.getOrDefault(param)
         stand_in = False
@@ -180,9 +180,16 @@ class SageMakerModel(Model, CommonParams, MLWritable, MLReadable):
         return deploy(self.getOrDefault(self.modelLocation), endpointName, instanceCount, variantName, initialWeight,
                       creation_policy=creationPolicy, features_col=self.getOrDefault(self.featuresCol), **options)
 
+    def _scoring_options(self) -> dict[str, Any]:
+        """Options for the algorithm model's ``configured(**options)``, from model Params that change the
+        outputs (none by default). Scoring applies them on the driver (for the schema) and in the executors."""
+        return {}
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
+        options = self._scoring_options()
+        model = self.algorithm_model.configured(**options) if options else self.algorithm_model
         return score_dataframe(dataset, self.getOrDefault(self.modelLocation), self.getOrDefault(self.featuresCol),
-                               self.algorithm_model)
+                               model, options)
 
     def write(self) -> MLWriter:
         return _ParamsWriter(self, artifact=True)

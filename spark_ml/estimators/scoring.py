@@ -57,7 +57,9 @@ def output_fields(model) -> list[StructField]:
     return [StructField(o.name, VectorUDT() if o.kind == "vector" else DoubleType(), True) for o in model.outputs]
 
 
-def score_dataframe(df: DataFrame, location: str, features_col: str, model) -> DataFrame:
+def score_dataframe(df: DataFrame, location: str, features_col: str, model, options: dict | None = None) -> DataFrame:
+    """``df`` plus the model's output columns. ``options`` (JSON-able) go to the executor-side model's
+    ``configured(**options)``; ``model`` is the driver's model, already configured the same way."""
     if features_col not in df.columns:
         raise ColumnError(f"featuresCol {features_col!r} is not a column (columns: {', '.join(df.columns)})")
     clash = [o.name for o in model.outputs if o.name in df.columns]
@@ -73,6 +75,8 @@ def score_dataframe(df: DataFrame, location: str, features_col: str, model) -> D
         from algorithms.batch import Batch
 
         scorer = _load(files, key)
+        if options:
+            scorer = scorer.configured(**options)
         row = 0
         for batch in batches:
             if batch.num_rows == 0:
