@@ -72,7 +72,7 @@ class SageMakerEstimator(ChannelFitEstimator, MLWritable, MLReadable):
         without it a stand-in checks everything else before any Spark job runs.
         """
         spec = self.spec()
-        raw: dict[str, Any] = dict(self._fixed)
+        raw: dict[str, Any] = {**self._class_defaults(), **self._fixed}
         for name, (_, hp) in self._hp_params.items():
             param = self.getParam(name)  # this instance's copy (the class attribute has no parent)
             if self.isSet(param):
@@ -90,6 +90,10 @@ class SageMakerEstimator(ChannelFitEstimator, MLWritable, MLReadable):
         if stand_in:
             out.pop("feature_dim")
         return out
+
+    def _class_defaults(self) -> dict[str, Any]:
+        """Hyperparameters this class picks when their Params are unset (e.g. XGBoostClassifier's objective)."""
+        return {}
 
     # fit ------------------------------------------------------------------------------------------------
     def _fit_channels(self, data: dict[str, DataFrame | Channel]) -> SageMakerModel:

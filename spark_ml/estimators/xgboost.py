@@ -24,8 +24,6 @@ from typing import Any
 from pyspark.ml.param import Param, Params, TypeConverters
 
 from algorithms.builtin._xgb_params import CLASSIFICATION_PREFIXES, objective_of
-from algorithms.builtin.xgboost import XGBoost
-from algorithms.hyperparameters import HyperparameterError
 
 from .base import SageMakerEstimator, SageMakerModel
 from .params import ParamError
@@ -107,24 +105,18 @@ class _XGBoostEstimator(SageMakerEstimator, _XGBoostPredictionParams):
         """The objective this class trains when the objective Param is not set."""
         return None
 
-    def hyperparameters(self) -> dict[str, str]:
-        hps = super().hyperparameters()
-        if not self.isSet(self.objective):
-            default = self._objective()
-            if default is not None:
-                hps["objective"] = default
+    def _class_defaults(self) -> dict[str, Any]:
+        default = self._objective()
+        return {} if default is None else {"objective": default}
+
+    def hyperparameters(self, feature_dim: int | None = None) -> dict[str, str]:
+        hps = super().hyperparameters(feature_dim)
         objective = objective_of(hps)
         if objective.startswith(CLASSIFICATION_PREFIXES) != self._classifier:
             other = "XGBoostRegressor" if self._classifier else "XGBoostClassifier"
             kinds = "binary:* or multi:*" if self._classifier else "regression, ranking, count and survival"
             raise ParamError(f"Param objective ({objective}): {type(self).__name__} trains {kinds} objectives; "
                              f"use {other}")
-        try:
-            XGBoost.validate(hps)
-        except HyperparameterError as exc:
-            spec = self.spec()
-            name = spec[exc.name].param_name if exc.name in spec else exc.name
-            raise ParamError(f"Param {name} ({exc.name}): {exc.problem}") from None
         return hps
 
     def _make_model(self, result):
