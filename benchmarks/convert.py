@@ -139,15 +139,9 @@ def main() -> None:
 
 
 def _jar(path: str) -> str:
-    import glob
+    from spark_ml.jvm import jar_path
 
-    if path != "auto":
-        return path
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    found = sorted(glob.glob(os.path.join(root, "scala", "target", "spark-ml-scala_*.jar")))
-    if not found:
-        raise SystemExit("no jar in scala/target: run `make scala` first")
-    return found[-1]
+    return jar_path() if path == "auto" else path
 
 
 if __name__ == "__main__":

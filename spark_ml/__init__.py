@@ -15,6 +15,7 @@ _EXPORTS = {
     "FULLY_REPLICATED": "algorithms.channel",
     "SHARDED_BY_KEY": "algorithms.channel",
     "register": "spark_ml.channels",
+    "jar_path": "spark_ml.jvm",
     "to_channel": "spark_ml.channels",
     "TrainingJobFailed": "spark_ml.runner",
     "TrainingJobStopped": "spark_ml.runner",
