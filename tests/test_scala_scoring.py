@@ -509,3 +509,29 @@ def test_jvm_and_python_sources_reject_null_features_with_the_same_message(jvm, 
     assert message in jvm_error and message in python_error
     assert not (tmp_path / "jvm").exists()
 
+
+
+@jvm_task
+def _in_jvm_to_channel_and_fit(root: str) -> dict:
+    """With the jar loaded, ``to_channel`` and ``fit(DataFrame)`` go through the JVM writer."""
+    import spark_ml
+    from algorithms.reader import iter_batches
+
+    spark = session()
+    writer = spark_ml.register(spark)
+    x, y = dataset("cancer")
+    df = _frame(x, y, partitions=2)
+    channel = spark_ml.to_channel(df, root + "/channel")
+    batch = next(iter_batches([channel.shard_uri(s) for s in channel.shards()], 10_000))
+    model = spark_ml.LinearLearnerBinaryClassifier(numWorkers=2, epochs=5, showProgress=False).fit(df)
+    return {"writer": writer, "records": channel.num_records, "features": batch.features.tolist(),
+            "labels": batch.labels.tolist(), "phases": list(spark_ml.jobs.get(model.trainingJobName).phases)}
+
+
+def test_to_channel_and_fit_use_the_jvm_writer_when_the_jar_is_loaded(jvm, tmp_path):
+    out = jvm(_in_jvm_to_channel_and_fit, str(tmp_path))
+    x, y = dataset("cancer")
+    assert out["writer"] == "jvm" and out["records"] == len(x)
+    got = sorted(zip(map(tuple, out["features"]), out["labels"], strict=True))
+    assert got == sorted(zip(map(tuple, x.astype(np.float32).astype(float).tolist()), y.astype(float), strict=True))
+    assert "conversion" in out["phases"] and "training" in out["phases"]
