@@ -212,12 +212,13 @@ def _discard(location: str) -> None:
 
 
 def _spark_reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("at ", "File ", "Traceback", "JVM stacktrace")):
-            return line[:1000]
-    return type(exc).__name__
+    """The informative line of a Spark failure (py4j's first line only says which call failed)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for marker in ("Job aborted due to stage failure:", "SparkException:", "Exception:", "Error:"):
+        for line in lines:
+            if marker in line and not line.startswith(("at ", "File ")):
+                return line.lstrip(": ")[:1000]
+    return lines[0][:1000] if lines else type(exc).__name__
 
 
 __all__ = ["PEER_FAILED", "TrainingJobFailed", "TrainingJobStopped", "TrainingRequest", "TrainingResult",
