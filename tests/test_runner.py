@@ -356,3 +356,14 @@ def test_deal_shards_balances_records():
     assert [len(g) for g in even] == [2, 2, 2, 2]
     by_bytes = deal_shards([Shard("a", None, 10), Shard("b", None, 1), Shard("c", None, 9)], 2)
     assert [[s.path for s in g] for g in by_bytes] == [["a"], ["b", "c"]]
+
+
+def test_spark_failures_are_recorded_with_sparks_reason():
+    from spark_ml.runner.dispatch import _spark_reason
+
+    text = ("An error occurred while calling o146.collectToPython.\n"
+            ": org.apache.spark.SparkException: Job aborted due to stage failure: Stage 7 has failed the maximum "
+            "allowable number of times: 4.\n\tat org.apache.spark.scheduler.DAGScheduler.failJobAndIndependentStages")
+    assert _spark_reason(RuntimeError(text)).startswith("org.apache.spark.SparkException: Job aborted due to stage "
+                                                        "failure: Stage 7 has failed the maximum")
+    assert _spark_reason(RuntimeError("plain trouble")) == "plain trouble"
