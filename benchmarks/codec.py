@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
+
+if __package__ in (None, ""):  # run as a file: benchmarks/algorithms.py, xgboost.py must not shadow packages
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -16,6 +16,9 @@ import sys
 import tempfile
 import time
 
+if __package__ in (None, ""):  # run as a file: benchmarks/algorithms.py, xgboost.py must not shadow packages
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 import numpy as np
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -11,6 +11,10 @@ FMClassifier (20 iterations: 266 s) at equal or better log loss, conversion to a
 from __future__ import annotations
 
 import os
+import sys
+
+if __package__ in (None, ""):  # run as a file: benchmarks/algorithms.py, xgboost.py must not shadow packages
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
     os.environ[_var] = "1"  # before numpy loads BLAS: one BLAS thread per worker thread

@@ -10,6 +10,10 @@ same in-memory arrays. BLAS is pinned to one thread per worker, as on a Spark ex
 from __future__ import annotations
 
 import os
+import sys
+
+if __package__ in (None, ""):  # run as a file: benchmarks/algorithms.py, xgboost.py must not shadow packages
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -2,14 +2,14 @@
 
     .venv/bin/python benchmarks/serving.py [--seconds 5] [--rows 1000000] [--skip-spark] [--model PATH]
 
-A linear-learner-style model with 50 features (``score``, ``predicted_label``), or ``--model`` for any
-artifact with 50 features. Measures, in one run:
+A Linear Learner binary classifier with 50 features (``score``, ``predicted_label``), trained in-process on
+synthetic data, or ``--model`` for any artifact with 50 features. Measures, in one run:
 
 1. single-row CSV requests at concurrency 1: p50 / p99 latency, bare instance vs through the router;
 2. 1,000-row recordIO-protobuf and CSV requests at concurrency 8: rows/s, two bare instances (the
    client spreads its connections over them) vs the endpoint (router + the same two instances' worth);
 3. ``EndpointModel.transform`` of ``--rows`` rows vs scoring the same DataFrame locally in the
-   executors (``mapInArrow`` + ``Model.predict``, what a Spark Model's ``transform`` does).
+   executors with the Spark Model's own ``transform``.
 
 Targets (from the issue): router p50 <= 1 ms and p99 <= 3 ms; router batch throughput >= 90% of the bare
 instances'; EndpointModel.transform within 3x of the local transform. Prints a table.
@@ -27,64 +27,12 @@ import sys
 import tempfile
 import time
 
+if __package__ in (None, ""):  # run as a file: benchmarks/algorithms.py, xgboost.py must not shadow packages
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 import numpy as np
 
-from algorithms.batch import Batch
-from algorithms.builtin import register
-from algorithms.builtin.base import Algorithm, Model, Output
-from algorithms.hyperparameters import Hyperparameter, HyperparameterSpec
-
 FEATURES = 50
-HERE = os.path.abspath(__file__)
-
-
-class BenchLinearModel(Model):
-    """Linear learner's binary inference: score = sigmoid(x.w + b), predicted_label = score >= 0.5."""
-
-    algorithm = "bench-linear-learner"
-    outputs = (Output("score"), Output("predicted_label"))
-
-    def __init__(self, weights, bias, hyperparameters=None):
-        super().__init__(hyperparameters or {"predictor_type": "binary_classifier"}, len(weights))
-        self.weights = np.asarray(weights, np.float32)
-        self.bias = np.float32(bias)
-
-    def predict(self, batch: Batch) -> dict[str, np.ndarray]:
-        self.check_features(batch)
-        score = 1.0 / (1.0 + np.exp(-(batch.features @ self.weights + self.bias)))
-        return {"score": score.astype(np.float32), "predicted_label": (score >= 0.5).astype(np.float32)}
-
-    def to_arrays(self):
-        return {"weights": self.weights, "bias": np.array([self.bias], np.float32)}
-
-    @classmethod
-    def from_arrays(cls, arrays, hyperparameters, feature_dim):
-        return cls(arrays["weights"], float(arrays["bias"][0]), hyperparameters)
-
-
-@register
-class BenchLinear(Algorithm):
-    """Least squares in one mergeable pass (only here so the model class is registered and loadable)."""
-
-    name = "bench-linear-learner"
-    supervised = True
-    hyperparameters = HyperparameterSpec([Hyperparameter("feature_dim", int, low=1)])
-    model_class = BenchLinearModel
-
-    def init(self):
-        d = self.feature_dim
-        return {"xx": np.zeros((d, d)), "xy": np.zeros(d)}
-
-    def update(self, state, batch):
-        x = batch.dense(np.float64)
-        return {"xx": state["xx"] + x.T @ x, "xy": state["xy"] + x.T @ np.asarray(batch.labels, np.float64)}
-
-    def merge(self, states):
-        return {k: sum(s[k] for s in states) for k in states[0]}
-
-    def finalize(self, state):
-        w = np.linalg.solve(state["xx"] + 1e-6 * np.eye(len(state["xy"])), state["xy"])
-        return BenchLinearModel(w, 0.0)
 
 
 # -------------------------------------------------------------------------------------------- clients
@@ -188,8 +136,6 @@ def start_bare_instance(model: str, workdir: str, k: int) -> tuple[subprocess.Po
             "0",
             "--ready-file",
             ready,
-            "--plugin",
-            HERE,
             "--max-payload-mb",
             "8",
         ]
@@ -204,10 +150,27 @@ def start_bare_instance(model: str, workdir: str, k: int) -> tuple[subprocess.Po
 
 
 def make_model(path: str) -> str:
-    from algorithms.models import save_model
+    """A real Linear Learner (binary) with 50 features, trained in this process on synthetic data."""
+    from algorithms.channel import Manifest, Shard
+    from algorithms.tensor_codec import encode_dense
+    from algorithms.training.env import ChannelInput, TrainingEnv
+    from algorithms.training.run import run_builtin
 
     rng = np.random.default_rng(0)
-    save_model(BenchLinearModel(rng.normal(size=FEATURES).astype(np.float32) / 7, 0.1), path)
+    x = rng.normal(size=(20_000, FEATURES)).astype(np.float32)
+    y = (x @ (rng.normal(size=FEATURES) / 7) > 0).astype(np.float32)
+    data = os.path.join(os.path.dirname(path), "train")
+    os.makedirs(data, exist_ok=True)
+    with open(os.path.join(data, "part-00000.pbr"), "wb") as f:
+        f.write(encode_dense(x, y))
+    manifest = Manifest("application/x-recordio-protobuf", (Shard("part-00000.pbr", len(x)),), FEATURES, True, 1)
+    with open(os.path.join(data, "manifest.json"), "w") as f:
+        f.write(manifest.to_json())
+    train = ChannelInput("train", [os.path.join(data, "part-00000.pbr")], feature_dim=FEATURES, has_label=True,
+                         num_records=len(x))
+    env = TrainingEnv({"predictor_type": "binary_classifier", "feature_dim": str(FEATURES), "epochs": "3"},
+                      {"train": train}, model_dir=path)
+    run_builtin("linear-learner", env)
     return path
 
 
@@ -215,13 +178,13 @@ def make_model(path: str) -> str:
 
 
 def spark_comparison(model_path: str, rows: int, endpoint: str) -> tuple[float, float]:
+    """The Spark Model's own ``transform`` (executor-side scoring) vs ``EndpointModel.transform``, same data."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ["SPARK_ML_PLUGINS"] = HERE
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
-    from pyspark.sql.types import DoubleType, StructField, StructType
 
+    from spark_ml import LinearLearnerBinaryClassifierModel
     from spark_ml.hosting import EndpointModel
 
     spark = (
@@ -229,7 +192,6 @@ def spark_comparison(model_path: str, rows: int, endpoint: str) -> tuple[float, 
         .config("spark.ui.enabled", "false")
         .config("spark.driver.memory", "4g")
         .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.executorEnv.SPARK_ML_PLUGINS", HERE)
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")
@@ -240,37 +202,14 @@ def spark_comparison(model_path: str, rows: int, endpoint: str) -> tuple[float, 
     )
     df.count()
 
-    def local(batches):
-        import pyarrow as pa
-
-        from algorithms.models import load_model
-        from algorithms.serving.server import load_plugins
-        from spark_ml.hosting.arrow_vectors import to_matrix
-
-        load_plugins([HERE])
-        model = load_model(model_path)
-        for batch in batches:
-            out = model.predict(Batch(to_matrix(batch.column(1))))
-            yield pa.RecordBatch.from_arrays(
-                list(batch.columns)
-                + [
-                    pa.array(out["score"].astype(np.float64)),
-                    pa.array(out["predicted_label"].astype(np.float64)),
-                ],
-                names=list(batch.schema.names) + ["score", "predicted_label"],
-            )
-
-    schema = StructType(
-        df.schema.fields + [StructField("score", DoubleType()), StructField("predicted_label", DoubleType())]
-    )
-
     def timed(frame) -> float:
         t0 = time.perf_counter()
         frame.write.format("noop").mode("overwrite").save()
         return time.perf_counter() - t0
 
-    timed(df.limit(1000).mapInArrow(local, schema))  # warm the Python workers
-    local_seconds = min(timed(df.mapInArrow(local, schema)) for _ in range(2))
+    local = LinearLearnerBinaryClassifierModel(modelLocation=model_path)
+    timed(local.transform(df.limit(1000)))  # warm the Python workers
+    local_seconds = min(timed(local.transform(df)) for _ in range(2))
     model = EndpointModel(endpoint=endpoint, concurrency=4)
     timed(model.transform(df.limit(1000)))
     endpoint_seconds = min(timed(model.transform(df)) for _ in range(2))
@@ -297,7 +236,6 @@ def main(argv=None) -> None:
 
     workdir = tempfile.mkdtemp(prefix="spark-ml-bench-")
     os.environ["SPARK_ML_HOME"] = os.path.join(workdir, "home")
-    os.environ["SPARK_ML_PLUGINS"] = HERE
     model = args.model or make_model(os.path.join(workdir, "model"))
     rng = np.random.default_rng(1)
     x1 = rng.random((1, FEATURES), np.float32)
@@ -391,7 +329,7 @@ def main(argv=None) -> None:
             f"{f'Spark transform of {args.rows:,} rows (s)':44} {local_s:18.2f} {endpoint_s:14.2f} "
             f"{f'<= 3x ({endpoint_s / local_s:.1f}x)':>24}"
         )
-        print("  (bare column: local mapInArrow + Model.predict; endpoint column: EndpointModel.transform)")
+        print("  (bare column: LinearLearnerBinaryClassifierModel.transform; endpoint column: EndpointModel.transform)")
     if proto_requests and cpu["instance"]:
         print(
             "CPU per 1,000-row protobuf request through the endpoint: "
