@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import random
 import time
+import uuid
+import warnings
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -22,9 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from pyspark import keyword_only
 from pyspark.ml import Transformer
+from pyspark.ml.functions import vector_to_array
 from pyspark.ml.linalg import VectorUDT
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
 from .serializers import RequestSerializer, ResponseDeserializer, deserializer, serializer
@@ -269,10 +273,40 @@ class EndpointModel(Transformer, DefaultParamsReadable, DefaultParamsWritable):
             variant_column=variant_col or None,
             target_variant=self.getOrDefault(self.targetVariant) or None,
         )
-        return dataset.mapInArrow(plan.run, StructType(fields + extra))
+        if not hasattr(F, "arrow_udf"):  # pyspark 4.0: whole batches through mapInArrow
+            return dataset.mapInArrow(plan.run, StructType(fields + extra))
+        # Only the features cross into Python (an iterator Arrow UDF), as array<float> when the vectors are
+        # dense-able: Spark's VectorUDT → Arrow conversion otherwise costs more than the endpoint calls.
+        column = F.col(features)
+        if isinstance(dataset.schema[features].dataType, VectorUDT) and self._dense_features(target):
+            column = F.when(column.isNull(), F.lit(None)).otherwise(vector_to_array(column, "float32"))
+        from pyspark.sql.pandas.functions import ArrowUDFType
+
+        scored_col = f"__endpoint_{uuid.uuid4().hex[:8]}"
+        with warnings.catch_warnings():  # it prefers type hints; a bound method's are not resolvable here
+            warnings.simplefilter("ignore", UserWarning)
+            udf = F.arrow_udf(plan.run_columns, StructType(extra), ArrowUDFType.SCALAR_ITER)
+        scored = dataset.withColumn(scored_col, udf(column))
+        return scored.select(*[F.col(c) for c in dataset.columns], *[F.col(f"{scored_col}.{f.name}") for f in extra])
+
+    def _dense_features(self, target) -> bool:
+        """Whether to send vectors as array<float>: when the endpoint says it takes at most 4096 features."""
+        from .client import endpoint_metadata
+
+        try:
+            dims = [m.get("feature_dim") for m in endpoint_metadata(target).values() if isinstance(m, dict)]
+        except Exception:  # noqa: BLE001 - no metadata: keep the vectors as they are
+            return False
+        return bool(dims) and all(isinstance(d, int) and 0 < d <= 4096 for d in dims)
 
 
 # ------------------------------------------------------------------------------------- executor side
+
+
+def pa_record_batch(columns, names):
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_arrays(columns, names=names)
 
 
 class EndpointCallError(RuntimeError):
@@ -311,6 +345,21 @@ class ScoringPlan:
     headers: dict = field(default_factory=dict)
 
     def run(self, batches):
+        """``mapInArrow`` form: whole record batches in, the same batches plus the output columns out."""
+        items = ((batch, batch.column(self.features_index), batch.num_rows) for batch in batches)
+        for batch, (columns, names) in self._score(items):
+            yield pa_record_batch(list(batch.columns) + columns, list(batch.schema.names) + names)
+
+    def run_columns(self, arrays):
+        """Arrow iterator-UDF form: features arrays in, structs of the output columns out (in order)."""
+        import pyarrow as pa
+
+        for _, (columns, names) in self._score((None, a, len(a)) for a in arrays):
+            yield pa.StructArray.from_arrays(columns, names=names)
+
+    def _score(self, items):
+        """(tag, features column, rows) in; (tag, (output columns, names)) out in input order, requests to the
+        endpoint running ``concurrency`` at a time across item boundaries."""
         from ..arrow_vectors import vectors_from_arrow
 
         self.headers = {"Content-Type": self.serializer.content_type, "Accept": self.deserializer.accept}
@@ -320,13 +369,11 @@ class ScoringPlan:
             self.headers["X-Target-Variant"] = self.target_variant
         pending: deque = deque()
         with ThreadPoolExecutor(self.concurrency) as pool:
-            for batch in batches:
-                entry = {"batch": batch, "futures": [], "sealed": False}
+            for tag, column, n in items:
+                entry = {"tag": tag, "rows": n, "futures": [], "sealed": False}
                 pending.append(entry)
-                if batch.num_rows:
-                    rows = self.serializer.serialize(
-                        vectors_from_arrow(batch.column(self.features_index), self.features_col).matrix
-                    )
+                if n:
+                    rows = self.serializer.serialize(vectors_from_arrow(column, self.features_col).matrix)
                     for start, stop in self.cut(rows):
                         in_flight = [f for e in pending for f in e["futures"] if not f.done()]
                         if len(in_flight) >= self.concurrency:
@@ -334,9 +381,11 @@ class ScoringPlan:
                         entry["futures"].append(pool.submit(self.call, rows, start, stop))
                 entry["sealed"] = True
                 while pending and pending[0]["sealed"] and all(f.done() for f in pending[0]["futures"]):
-                    yield self.assemble(pending.popleft())
+                    entry = pending.popleft()
+                    yield entry["tag"], self.assemble(entry)
             while pending:
-                yield self.assemble(pending.popleft())
+                entry = pending.popleft()
+                yield entry["tag"], self.assemble(entry)
 
     def cut(self, rows) -> list[tuple[int, int]]:
         """Row ranges of at most ``max_rows`` rows and ``max_bytes`` bytes (a larger single row: error)."""
@@ -408,15 +457,15 @@ class ScoringPlan:
             time.sleep(delay)
             attempt += 1
 
-    def assemble(self, entry):
+    def assemble(self, entry) -> tuple[list, list[str]]:
+        """The output columns (and their names) of one item, from its requests' results."""
         import pyarrow as pa
 
         from ..arrow_vectors import dense_to_arrow
 
-        batch = entry["batch"]
-        n = batch.num_rows
+        n = entry["rows"]
         segments = [s for f in entry["futures"] for s in f.result()]
-        columns, names = list(batch.columns), list(batch.schema.names)
+        columns, names = [], []
         for spec in self.outputs:
             values, valid = None, np.zeros(n, bool)
             for s in segments:
@@ -449,4 +498,4 @@ class ScoringPlan:
                 errors[s.start : s.stop] = s.error
             columns.append(pa.array(errors, pa.string()))
             names.append(self.error_column)
-        return pa.RecordBatch.from_arrays(columns, names=names)
+        return columns, names
