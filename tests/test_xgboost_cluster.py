@@ -7,6 +7,7 @@
   cannot use CUDA, and the job fails saying so (instead of silently training on the CPU).
 """
 
+import re
 import shutil
 
 import numpy as np
@@ -79,10 +80,15 @@ def test_gpu_job_gives_each_worker_its_own_gpu_and_says_xgboost_cannot_use_cuda(
     gpu = cluster_run["gpu"]
     assert gpu["failed"]
     text = "\n".join([gpu["reason"], *gpu["logs"]])
-    # Spark gave the two tasks distinct GPUs, and each worker handed XGBoost device=cuda on its own one.
+    # Spark gave the two tasks distinct GPUs, and the worker that failed first (its failure cancels the other)
+    # handed XGBoost device=cuda on its own one.
     assert "GPUs: 0" in text and "GPUs: 1" in text
-    for address in ("0", "1"):
-        assert f"device=cuda (GPU {address} from Spark, CUDA_VISIBLE_DEVICES={address})" in text
+    failed = re.search(r"worker (\d) was given device=cuda \(GPU (\d) from Spark, CUDA_VISIBLE_DEVICES=(\d)\)",
+                       gpu["reason"])
+    assert failed, gpu["reason"]
+    rank, address, visible = failed.groups()
+    assert address == visible
+    assert any(line.startswith(f"worker {rank}/2 ") and line.endswith(f"GPUs: {address}") for line in gpu["logs"])
     # XGBoost's own words about the missing device are in the failure reason.
     assert "cannot use CUDA" in gpu["reason"]
     assert "GPU" in gpu["reason"].split("cannot use CUDA:", 1)[1]
