@@ -187,14 +187,25 @@ def test_hyperparameters_are_checked_before_training(tmp_path, digits):
         train("pca", {"num_components": "2"}, one, str(tmp_path / "m1"), workers=2)
 
 
-def test_reads_in_bounded_blocks(tmp_path, digits):
+def test_streams_mini_batches_and_keeps_only_the_summary(tmp_path, digits):
     channel = write_channel(str(tmp_path / "train"), digits)
+    seen: list[int] = []
+
+    class CountingInput(ChannelInput):
+        def batches(self, batch_size):
+            for batch in super().batches(batch_size):
+                seen.append(len(batch))
+                yield batch
+
+    base = ChannelInput.from_channel("train", channel)
     env = TrainingEnv({"num_components": "3", "mini_batch_size": "700"},
-                      {"train": ChannelInput.from_channel("train", channel)}, str(tmp_path / "m"))
+                      {"train": CountingInput(**{f: getattr(base, f) for f in base.__dataclass_fields__})},
+                      str(tmp_path / "m"))
     algo = PCA(env)
-    assert algo.read_rows() == max(700, min(65536, (16 << 20) // (8 * 64)))
-    state = algo.init()
-    assert {k: v.shape for k, v in state.items()} == {"n": (1,), "mean": (64,), "scatter": (64, 64)}
+    merged = algo._pass()
+    assert seen == [700] * (len(digits) // 700) + [len(digits) % 700]
+    assert {k: v.shape for k, v in merged.items()} == {"n": (1,), "mean": (64,), "scatter": (64, 64)}
+    np.testing.assert_allclose(merged["scatter"] / (len(digits) - 1), np.cov(digits, rowvar=False), atol=1e-9)
 
 
 def test_model_round_trip(tmp_path):

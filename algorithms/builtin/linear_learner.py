@@ -34,8 +34,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..batch import Batch
-from ..channel import RECORDIO_PROTOBUF, base_content_type
-from ..reader import iter_file_batches
 from ..training.collectives import State
 from ..training.env import ChannelInput, TrainingEnv
 from . import register
@@ -64,8 +62,6 @@ HOLDOUT_MAX_ROWS = 100_000
 HOLDOUT_MAX_BYTES = 256 << 20
 _HASH = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing of row positions
 _EVAL_LOGITS = 1 << 21  # rows * models * classes per scoring batch
-_READ_BYTES = 16 << 20  # dense feature bytes decoded at once
-_READ_BATCHES = 64
 _CRITERION_METRICS = {"accuracy": "binary_classification_accuracy", "f_beta": "binary_f_beta"}
 
 
@@ -212,39 +208,6 @@ class LinearLearner(Algorithm):
         return model
 
     # the train stream ----------------------------------------------------------------------------
-    def _blocks(self, channel: ChannelInput, rows: int) -> Iterator[Batch]:
-        """Decoded batches of at most ``rows`` records in stream order (recordIO-protobuf is read file by
-        file, without re-concatenating decoder chunks)."""
-        if base_content_type(channel.content_type) != RECORDIO_PROTOBUF:
-            yield from channel.batches(rows)
-            return
-        for path in channel.files:
-            yield from iter_file_batches(path, rows, feature_dim=channel.feature_dim)
-
-    def _mini_batches(self, channel: ChannelInput) -> Iterator[Batch]:
-        """Exactly ``mini_batch_size`` records per batch (the last may be shorter), as ``channel.batches``
-        gives them, but decoded a block of whole mini-batches at a time (at most ``_READ_BYTES`` of dense
-        features) so that small mini-batches do not pay the decoder's per-call cost."""
-        size = self.config.mini_batch_size
-        per_block = max(1, min(_READ_BATCHES, _READ_BYTES // (4 * self.config.feature_dim * size)))
-        carry: Batch | None = None
-        for block in self._blocks(channel, size * per_block):
-            if carry is not None:
-                need = size - len(carry)
-                carry = Batch.concat([carry, block.slice(0, need)])
-                block = block.slice(min(need, len(block)), len(block))
-                if len(carry) < size:
-                    continue
-                yield carry
-                carry = None
-            full = len(block) - len(block) % size
-            for start in range(0, full, size):
-                yield block.slice(start, start + size)
-            if full < len(block):
-                carry = block.slice(full, len(block))
-        if carry is not None and len(carry):
-            yield carry
-
     def _train_batches(self, channel: ChannelInput) -> Iterator[Batch]:
         """This epoch's training mini-batches with checked 1-D labels, held-out rows removed.
 
@@ -256,7 +219,7 @@ class LinearLearner(Algorithm):
             yield from replay.batches
             return
         recording = replay is not None and not replay.dropped
-        for batch in self._mini_batches(channel):
+        for batch in channel.batches(self.config.mini_batch_size):
             if batch.feature_dim != self.config.feature_dim:
                 raise ValueError(
                     f"the train channel holds records with {batch.feature_dim} features; "

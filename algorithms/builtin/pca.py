@@ -16,11 +16,11 @@ describe, is far from the true variances on data whose spectrum decays slowly (t
 scikit-learn's digits), hence the refinement passes; ``extra_components`` still trades memory for speed
 of convergence.
 
-Both modes give results that do not depend on the mini-batch size, so rows are read in blocks of at
-least ``mini_batch_size`` and up to ~16 MiB of float64, which keeps decoding and BLAS calls efficient.
-Components are ordered by decreasing singular value and their signs fixed so that each component's
-largest-magnitude loading is positive (as scikit-learn does), so the same data gives the same model
-whatever the worker count or input layout.
+Both modes give results that do not depend on the mini-batch size; rows stream in mini-batches (slices
+of the reader's decoded chunks, so small ones cost no extra decoding). Components are ordered by
+decreasing singular value and their signs fixed so that each component's largest-magnitude loading is
+positive (as scikit-learn does), so the same data gives the same model whatever the worker count or
+input layout.
 """
 
 from __future__ import annotations
@@ -42,8 +42,6 @@ MODES = ("regular", "randomized")
 RITZ_TOL = 1e-4
 MAX_PASSES = 10
 _SEED = 0x5CA
-_BLOCK_BYTES = 16 << 20
-_MAX_BLOCK_ROWS = 65536
 
 HYPERPARAMETERS = HyperparameterSpec([
     Hyperparameter("num_components", int, required=True, low=1, doc="Number of principal components."),
@@ -174,11 +172,6 @@ class PCA(Algorithm):
             _check_components(values["num_components"], values["feature_dim"])
         return values
 
-    def read_rows(self) -> int:
-        """Rows per read: at least mini_batch_size, up to ~16 MiB of float64 rows."""
-        by_bytes = _BLOCK_BYTES // (8 * self.feature_dim)
-        return max(self.batch_size(), min(_MAX_BLOCK_ROWS, by_bytes))
-
     # The streaming contract -------------------------------------------------------------------------
     def init(self) -> State:
         d = self.feature_dim
@@ -265,7 +258,7 @@ class PCA(Algorithm):
         train = self.env.require_channel("train")
         state = self.init()
         seen = 0
-        for batch in train.batches(self.read_rows()):
+        for batch in train.batches(self.batch_size()):
             state = self.update(state, batch)
             seen += len(batch)
             self.env.reporter.progress(seen, self.passes, train.num_records)
@@ -348,7 +341,7 @@ class PCA(Algorithm):
                             feature_dim=test.feature_dim, distribution=test.distribution)
         totals = np.zeros(3)  # Σ‖x-μ‖², Σ‖projection‖², records
         mean = model.mean.ravel()
-        for batch in part.batches(self.read_rows()):
+        for batch in part.batches(self.batch_size()):
             model.check_features(batch)
             x = batch.features
             if sp.issparse(x):
