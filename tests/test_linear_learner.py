@@ -502,6 +502,65 @@ def test_early_stopping_stops_when_the_loss_stalls(tmp_path, cancer):
     assert any("early stopping" in line for line in reporter.lines)
 
 
+def test_successive_halving_narrows_training_and_still_selects_well(tmp_path, cancer, cancer_reference):
+    x_train, x_test, y_train, y_test = cancer
+    model, reporter = fit(
+        tmp_path,
+        {"predictor_type": "binary_classifier", "epochs": 9, "mini_batch_size": 32},
+        write_channel(tmp_path / "train", x_train, y_train),
+    )
+    import json
+
+    kept = [json.loads(line.rsplit(": ", 1)[1]) for line in reporter.lines if "models keep training" in line]
+    assert [len(k) for k in kept] == [16, 8, 4]  # after epochs 1, 2 and 4 (0-based 0, 1, 3); never below 4
+    assert all(set(later) <= set(earlier) for earlier, later in zip([range(32), *kept], kept, strict=False))
+    losses = [(e, v) for name, v, e in reporter.records if name == "train:objective_loss"]
+    assert [e for e, _ in losses] == list(range(9))  # halving does not stop training early
+    accuracy = skm.accuracy_score(y_test, predict(model, x_test)["predicted_label"])
+    assert accuracy >= cancer_reference[0] - 0.02
+
+
+def test_models_left_out_of_training_keep_their_columns_exactly(tmp_path, cancer):
+    import copy
+
+    x_train, _, y_train, _ = cancer
+    channel = ChannelInput.from_channel("train", write_channel(tmp_path / "train", x_train, y_train))
+    env = TrainingEnv(
+        {"predictor_type": "binary_classifier", "num_models": "8", "l1": "0.001", "wd": "0.01",
+         "positive_example_weight_mult": "auto", "optimizer": "rmsprop", "momentum": "0.5"},
+        {"train": channel},
+        str(tmp_path / "model"),
+    )
+    algo = LL(env)
+    algo.init()
+    full = algo.ensemble
+    batches = list(channel.batches(40))
+
+    def run(ens, part):
+        for batch in part:
+            ens.step(ens.ops.features(batch.features), ens.labels(batch.labels))
+
+    run(full, batches[:5])
+    part = copy.deepcopy(full)
+    part.keep([6, 1, 4])
+    assert part.models.tolist() == [1, 4, 6] and part.live == 3 and part.W.shape == (x_train.shape[1], 3)
+    full.reset_epoch_stats()
+    part.reset_epoch_stats()
+    run(full, batches[5:])
+    run(part, batches[5:])
+    cols = [1, 4, 6]
+    np.testing.assert_allclose(part.W, full.W[:, cols], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(part.b, full.b[cols], rtol=1e-5, atol=1e-7)
+    for name in full.slots:
+        np.testing.assert_allclose(part.slots[name], full.slots[name][..., cols], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(part.loss_sum, full.loss_sum[cols], rtol=1e-5)
+    W, b = part.copy_models(np.zeros_like(full.W), np.zeros_like(full.b), np.array([4]))
+    np.testing.assert_array_equal(W[:, 4], part.W[:, 1])
+    assert not W[:, [0, 1, 2, 3, 5, 6, 7]].any() and b[4] == part.b[1]
+    with pytest.raises(ValueError, match="still in training"):
+        part.keep([0, 1])
+
+
 # ---------------------------------------------------------------------------------- hyperparameters
 
 

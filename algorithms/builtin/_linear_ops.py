@@ -64,6 +64,10 @@ class NumpyOps:
         """``x.T @ g`` for dense or sparse ``x``."""
         return np.asarray(x.T @ g)
 
+    def take_columns(self, a, index):
+        """``a[..., index]`` as a new array (index: from :meth:`as_index`)."""
+        return np.take(a, index, axis=-1)
+
     def colsum(self, a):
         """Sum over rows; a GEMV with a ones vector is several times faster than ``sum(axis=0)``."""
         n = a.shape[0]
@@ -247,6 +251,9 @@ class TorchOps:
         if x.is_sparse:
             return self.torch.sparse.mm(x.t(), g)
         return x.T @ g
+
+    def take_columns(self, a, index):
+        return a.index_select(a.dim() - 1, index)
 
     def colsum(self, a):
         return a.reshape(a.shape[0], -1).sum(dim=0)

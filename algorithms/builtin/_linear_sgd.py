@@ -11,6 +11,10 @@ Optimizers (per column, so each model keeps its own rate): sgd with momentum, ad
 L1 is applied as a proximal (soft-threshold) step scaled like the gradient step, which gives exact
 zeros. :meth:`SGDEnsemble.state` / :meth:`SGDEnsemble.load_state` move everything that workers
 average each epoch as numpy arrays.
+
+Only the models still in training (``models``, ascending ids) have columns: :meth:`SGDEnsemble.keep`
+drops the others (models that diverged, or that the driver stopped training), so their cost goes with
+them. ``M`` stays the number of models of the grid; arrays indexed by model id have length ``M``.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ class SGDEnsemble:
             self.slots[name + "_b"] = ops.zeros((self.M * K,))
         self.t = 0.0  # updates so far (averaged across workers)
         self.active = np.ones(self.M, dtype=bool)  # models that have not diverged
+        self.models = np.arange(self.M)  # the models in training, one block of K columns each
         self._lr_cols = None
         self._lr_key = None
         self.epoch = 0
@@ -85,9 +90,45 @@ class SGDEnsemble:
             return ("v", "mom") if self.config.momentum > 0 else ("v",)
         return ("mom",) if self.config.momentum > 0 else ()
 
+    @property
+    def live(self) -> int:
+        """How many models are in training."""
+        return len(self.models)
+
+    def columns(self, blocks: np.ndarray) -> np.ndarray:
+        """The column indices of the given blocks of K columns (model ids in a full layout, or positions
+        among the models in training)."""
+        return (np.asarray(blocks, dtype=np.int64)[:, None] * self.K + np.arange(self.K)[None, :]).ravel()
+
+    def keep(self, models: np.ndarray) -> None:
+        """Train only ``models`` (ids, a subset of :attr:`models`) from now on: drop the others' columns."""
+        models = np.unique(np.asarray(models, dtype=np.int64))
+        if not np.isin(models, self.models).all():
+            raise ValueError("keep() takes models that are still in training")
+        if len(models) == self.live:
+            return
+        where = np.searchsorted(self.models, models)
+        cols = self.columns(where)
+        ops = self.ops
+        index = ops.as_index(cols)
+        self.W = ops.take_columns(self.W, index)
+        self.b = ops.take_columns(self.b, index)
+        for name, value in self.slots.items():
+            self.slots[name] = ops.take_columns(value, index)
+        self.lr = self.lr[cols]
+        self._wd = ops.take_columns(self._wd, index)
+        self._bias_wd = ops.take_columns(self._bias_wd, index)
+        if self._l1 is not None:
+            self._l1 = ops.take_columns(self._l1, index)
+        if self._pos_weight is not None:
+            self._pos_weight = ops.take_columns(self._pos_weight, index)
+        self.loss_sum = ops.take_columns(self.loss_sum, ops.as_index(where))
+        self.models = models
+        self._lr_key = None
+
     def reset_epoch_stats(self) -> None:
         self.rows = 0
-        self.loss_sum = self.ops.zeros((self.M,))
+        self.loss_sum = self.ops.zeros((self.live,))
 
     def state(self) -> State:
         """Everything workers average after an epoch (weights, optimizer slots) or add (loss, rows)."""
@@ -142,7 +183,7 @@ class SGDEnsemble:
                 if c.lr_scheduler_minimum_lr is None
                 else np.minimum(self.lr, c.lr_scheduler_minimum_lr)
             )
-            rates = np.maximum(decayed, floor) * np.repeat(self.active, self.K)
+            rates = np.maximum(decayed, floor)
             self._lr_cols = (self.ops.asarray(rates), self.ops.asarray(rates * c.bias_lr_mult))
             self._lr_key = steps
         return self._lr_cols
@@ -160,8 +201,8 @@ class SGDEnsemble:
         return z + b
 
     def shaped(self, z):
-        """``(n, M)`` or ``(n, M, C)`` view of margins, as the losses take them."""
-        return z.reshape(z.shape[0], self.M, self.K) if self.multiclass else z
+        """``(n, models)`` or ``(n, models, C)`` view of margins, as the losses take them."""
+        return z.reshape(z.shape[0], z.shape[1] // self.K, self.K) if self.multiclass else z
 
     def labels(self, y: np.ndarray):
         """Backend labels in the loss's space: normalized column for regression, indices for multiclass."""
@@ -181,12 +222,12 @@ class SGDEnsemble:
             return
         z = self.margins(x)
         value, dz = self.loss.value_grad(ops, self.shaped(z), y, want_value=True)
-        self.loss_sum += ops.colsum(value.reshape(n, self.M))
+        self.loss_sum += ops.colsum(value.reshape(n, self.live))
         if self._pos_weight is not None:
             dz *= 1.0 + y * self._pos_weight
         if self._class_weight is not None:
             dz *= self._class_weight[y].reshape(n, 1, 1)
-        g = dz.reshape(n, self.M * self.K)
+        g = dz.reshape(n, self.live * self.K)
         g *= 1.0 / n
         gsum = ops.colsum(g)
         gW = ops.tmm(x, g)
@@ -227,25 +268,27 @@ class SGDEnsemble:
 
     # after an epoch ----------------------------------------------------------------------------------
     def end_epoch(self) -> np.ndarray:
-        """Freeze models whose weights stopped being finite; returns the models that diverged now."""
+        """Drop models whose weights stopped being finite; returns the models (by id) that diverged now."""
         ops = self.ops
-        finite = ops.isfinite_columns(self.W).reshape(self.M, self.K).all(axis=1)
-        finite &= ops.isfinite_columns(self.b.reshape(1, -1)).reshape(self.M, self.K).all(axis=1)
-        diverged = self.active & ~finite
+        finite = ops.isfinite_columns(self.W).reshape(self.live, self.K).all(axis=1)
+        finite &= ops.isfinite_columns(self.b.reshape(1, -1)).reshape(self.live, self.K).all(axis=1)
+        diverged = np.zeros(self.M, dtype=bool)
+        diverged[self.models[~finite]] = True
         if diverged.any():
-            self.active &= finite
-            keep = ops.asarray(np.repeat(self.active, self.K).astype(np.float32))
-            self.W = ops.where(keep > 0, self.W, 0.0)
-            self.b = ops.where(keep > 0, self.b, 0.0)
-            for name, value in self.slots.items():
-                self.slots[name] = ops.where(keep > 0, value, 0.0)
-            self._lr_key = None
+            self.active &= ~diverged
+            self.keep(self.models[finite])
         self.epoch += 1
         return diverged
 
-    def column_mask(self, models: np.ndarray):
-        """Backend float mask over the columns of the given models (bool array of length M)."""
-        return self.ops.asarray(np.repeat(models, self.K).astype(np.float32))
+    def copy_models(self, W, b, models: np.ndarray):
+        """``(W, b)`` of all M models with the columns of ``models`` (ids in training) set to this ensemble's."""
+        ops = self.ops
+        where = np.searchsorted(self.models, models)
+        target, source = ops.as_index(self.columns(models)), ops.as_index(self.columns(where))
+        W, b = ops.copy(W), ops.copy(b)
+        W[:, target] = ops.take_columns(self.W, source)
+        b[target] = ops.take_columns(self.b, source)
+        return W, b
 
     def model_weights(self, W, b, m: int) -> tuple[np.ndarray, np.ndarray]:
         """Model m in the original feature and label space: ``coefficients (d, K)``, ``intercept (K,)``."""

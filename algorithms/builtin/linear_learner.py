@@ -12,7 +12,11 @@ How a job runs on each worker (every step that crosses workers goes through the 
    classifiers the selection criterion at its best threshold) when there is one, else by its
    training loss, as SageMaker documents. Each model keeps its best epoch. Training stops early when
    the best score has not improved by ``early_stopping_tolerance`` (relative) for
-   ``early_stopping_patience`` epochs.
+   ``early_stopping_patience`` epochs. Models far behind stop training early too (successive
+   halving): after epochs 1, 2, 4, 8, … only the better half keeps training, down to ``KEEP_TRAINING``
+   models, ranked as the final selection ranks them (on validation, else on the held-out train rows).
+   A stopped model keeps its best epoch and still competes in the selection; on large data this cuts
+   the training work about fourfold (32 models, 15 epochs).
 4. The best model is selected, and a binary classifier's threshold calibrated, on the validation
    channel, or without one on a held-out sample of the train channel: 10% of each worker's rows,
    chosen by a hash of the row's position, at most ``HOLDOUT_MAX_ROWS`` rows and
@@ -63,6 +67,7 @@ HOLDOUT_MAX_BYTES = 256 << 20
 _HASH = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing of row positions
 _EVAL_LOGITS = 1 << 21  # rows * models * classes per scoring batch
 _CRITERION_METRICS = {"accuracy": "binary_classification_accuracy", "f_beta": "binary_f_beta"}
+KEEP_TRAINING = 4  # successive halving stops here: this many models train through the last epoch
 
 
 @register
@@ -172,6 +177,7 @@ class LinearLearner(Algorithm):
             if merged["rows"][0] == 0:
                 raise ValueError("the train channel has no records to train on (all were held out or empty)")
             ens.load_state(merged)
+            train_loss = self._train_losses(merged)
             diverged = ens.end_epoch()
             for m in np.flatnonzero(diverged):
                 env.reporter.log(
@@ -183,10 +189,12 @@ class LinearLearner(Algorithm):
                     "every model diverged (non-finite weights); lower learning_rate or check the "
                     "features for NaN or infinite values"
                 )
-            train_loss = self._train_losses(merged)
+            train_loss = np.where(ens.active, train_loss, np.inf)
             scores, val_loss, edges = train_loss, None, np.full(ens.M, NATURAL_EDGE)
-            if validation is not None:
-                scored = self._score_models(self._worker_batches(validation), ens.W, ens.b, "validation")
+            if validation is not None and ens.live:
+                scored = self._score_models(
+                    self._worker_batches(validation), ens.W, ens.b, "validation", ens.models
+                )
                 if not np.isnan(scored[0]).all():  # an empty validation channel leaves the training loss
                     scores, val_loss, edges = scored
             stop = tracker.observe(
@@ -203,9 +211,38 @@ class LinearLearner(Algorithm):
                     f"above {c.early_stopping_tolerance} for {c.early_stopping_patience} epochs"
                 )
                 break
+            if ens.live == 0:  # the rest diverged; the stopped models' best epochs remain
+                break
+            if epoch + 1 < c.epochs:
+                self._halve(epoch, tracker, scores, train_loss if val_loss is None else val_loss,
+                            validation is not None)
         model = self._select(tracker, have_validation=validation is not None)
         self.evaluate(model)
         return model
+
+    def _halve(
+        self, epoch: int, tracker: _Tracker, scores: np.ndarray, losses: np.ndarray, have_validation: bool
+    ) -> None:
+        """Successive halving: after epochs 1, 2, 4, 8, … keep training the better half of the models, never
+        fewer than ``KEEP_TRAINING``. Models rank by their validation score (then loss) when there is a
+        validation channel, else by the same score on the held-out train rows, as the final selection
+        ranks them; every worker decides the same from the same merged numbers."""
+        ens = self._require_ensemble()
+        if (epoch + 1) & epoch or ens.live <= KEEP_TRAINING:  # epoch + 1 is not a power of two
+            return
+        if not have_validation and self.holdout is not None:
+            self.holdout.compact(self._eval_rows())
+            held = self._score_models(iter(self.holdout.batches), ens.W, ens.b, "train", ens.models)
+            if not np.isnan(held[0]).all():
+                scores, losses = held[0], held[1]
+        live = ens.models
+        order = np.lexsort((live, losses[live], scores[live]))
+        keep = live[order[: max(KEEP_TRAINING, math.ceil(ens.live / 2))]]
+        ens.keep(keep)
+        tracker.refocus(keep)
+        self.env.reporter.log(
+            f"linear-learner: after epoch {epoch}, {ens.live} models keep training: {keep.tolist()}"
+        )
 
     # the train stream ----------------------------------------------------------------------------
     def _train_batches(self, channel: ChannelInput) -> Iterator[Batch]:
@@ -281,7 +318,8 @@ class LinearLearner(Algorithm):
         """Mean training loss per model in the label's units (inf for models that diverged)."""
         ens = self._require_ensemble()
         rows = max(float(merged["rows"][0]), 1.0)
-        losses = merged["loss_sum"] / rows * ens.label_scale**self.loss.degree
+        losses = np.full(ens.M, np.inf)
+        losses[ens.models] = merged["loss_sum"] / rows * ens.label_scale**self.loss.degree
         return np.where(ens.active & np.isfinite(losses), losses, np.inf)
 
     def _eval_rows(self) -> int:
@@ -303,16 +341,21 @@ class LinearLearner(Algorithm):
             if i % world == rank:
                 yield batch
 
-    def _score_models(self, batches, W, b, channel: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _score_models(
+        self, batches, W, b, channel: str, models: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every model's selection score (lower is better), mean loss and threshold edge on some batches,
-        summed across workers."""
+        summed across workers. ``W``, ``b`` hold the columns of ``models`` (ids; all M when None); the
+        arrays returned are by model id, inf (nan when no rows were scored) for the models not given."""
         c, ens, ops = self.config, self._require_ensemble(), self.ops
+        models = np.arange(ens.M) if models is None else np.asarray(models)
+        count = len(models)
         binary = c.predictor_type == "binary_classifier"
         threshold_criterion = binary and c.selection_criteria != "loss_function"
-        hist = MarginHistogram(ens.M) if threshold_criterion else None
+        hist = MarginHistogram(count) if threshold_criterion else None
         calibration_left = math.ceil(c.num_calibration_samples / self.collectives.world_size)
-        loss_sum = np.zeros(ens.M)
-        extra_sum = np.zeros(ens.M)  # regression: squared errors; multiclass: correct predictions
+        loss_sum = np.zeros(count)
+        extra_sum = np.zeros(count)  # regression: squared errors; multiclass: correct predictions
         rows = 0
         for batch in batches:
             if batch.feature_dim != c.feature_dim:
@@ -324,7 +367,7 @@ class LinearLearner(Algorithm):
             z = ens.margins(ops.features(batch.features), W, b)
             labels = ens.labels(y)
             value, _ = ens.loss.value_grad(ops, ens.shaped(z), labels, want_value=True)
-            loss_sum += ops.to_numpy(value.reshape(len(y), ens.M).sum(0)).astype(np.float64)
+            loss_sum += ops.to_numpy(value.reshape(len(y), count).sum(0)).astype(np.float64)
             if c.predictor_type == "regressor":
                 r = z - labels
                 extra_sum += ops.to_numpy((r * r).sum(0)).astype(np.float64)
@@ -343,29 +386,36 @@ class LinearLearner(Algorithm):
         total_rows = sum(float(s["rows"][0]) for s in states)
         losses = np.sum([s["loss_sum"] for s in states], axis=0) / max(total_rows, 1.0)
         losses = losses * ens.label_scale**self.loss.degree
-        losses = np.where(ens.active & np.isfinite(losses), losses, np.inf)
-        edges = np.full(ens.M, NATURAL_EDGE)
+        losses = np.where(ens.active[models] & np.isfinite(losses), losses, np.inf)
+        edges = np.full(count, NATURAL_EDGE)
         scores = losses
         if hist is not None:
-            total = MarginHistogram(ens.M, np.sum([s["hist"] for s in states], axis=0))
+            total = MarginHistogram(count, np.sum([s["hist"] for s in states], axis=0))
             values = criterion_curves(
                 total, c.selection_criteria, c.f_beta, c.target_recall, c.target_precision
             )
             best, edges = best_edges(values)
             scores = np.where(np.isfinite(losses), -best, np.inf)
         extra = np.sum([s["extra_sum"] for s in states], axis=0) / max(total_rows, 1.0)
-        self._epoch_metrics = {}
+        metrics = {}
         if c.predictor_type == "regressor":
             mse = extra * ens.label_scale**2
-            self._epoch_metrics = {"mse": mse, "rmse": np.sqrt(mse)}
+            metrics = {"mse": mse, "rmse": np.sqrt(mse)}
         elif c.predictor_type == "multiclass_classifier":
-            self._epoch_metrics = {"multiclass_accuracy": extra}
+            metrics = {"multiclass_accuracy": extra}
         elif c.selection_criteria in _CRITERION_METRICS:
-            self._epoch_metrics = {_CRITERION_METRICS[c.selection_criteria]: -scores}
-        if total_rows == 0:
-            scores = np.full(ens.M, np.nan)
+            metrics = {_CRITERION_METRICS[c.selection_criteria]: -scores}
         self._scored_rows = int(total_rows)
-        return scores, losses, edges
+
+        def by_model(values: np.ndarray, fill) -> np.ndarray:
+            out = np.full(ens.M, fill, dtype=np.result_type(values, fill))
+            out[models] = values
+            return out
+
+        self._epoch_metrics = {name: by_model(values, np.nan) for name, values in metrics.items()}
+        if total_rows == 0:
+            return np.full(ens.M, np.nan), by_model(losses, np.inf), by_model(edges, NATURAL_EDGE)
+        return by_model(scores, np.inf), by_model(losses, np.inf), by_model(edges, NATURAL_EDGE)
 
     # selection and the final model -----------------------------------------------------------------
     def _select(self, tracker: _Tracker, have_validation: bool) -> LinearLearnerModel:
@@ -478,6 +528,11 @@ class _Tracker:
         self.stale = 0
         self.epoch = -1
 
+    def refocus(self, models: np.ndarray) -> None:
+        """Only ``models`` train on: early stopping measures progress against their best so far."""
+        best = models[np.lexsort((self.best_loss[models], self.best_score[models]))[0]]
+        self.overall, self.overall_loss = float(self.best_score[best]), float(self.best_loss[best])
+
     def observe(
         self,
         scores: np.ndarray,
@@ -493,9 +548,7 @@ class _Tracker:
         better = (scores < self.best_score) | ((scores == self.best_score) & (losses < self.best_loss))
         better &= np.isfinite(scores)
         if better.any():
-            keep = ens.column_mask(better)
-            self.W = ens.ops.where(keep > 0, ens.W, self.W)
-            self.b = ens.ops.where(keep > 0, ens.b, self.b)
+            self.W, self.b = ens.copy_models(self.W, self.b, np.flatnonzero(better))
             self.best_score[better] = scores[better]
             self.best_loss[better] = losses[better]
             self.best_edge[better] = edges[better]
