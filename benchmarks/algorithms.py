@@ -344,6 +344,12 @@ def breakdown(algorithm: str, workers: int, df, args) -> str:
     model_dir = tempfile.mkdtemp(prefix="bench-local-")
 
     def work(rank):
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):  # one BLAS thread per worker, as Spark gives its Python workers
+            fit_local(rank)
+
+    def fit_local(rank):
         env = TrainingEnv(dict(captured["hyperparameters"]),
                           {"train": ChannelInput.from_channel("train", channel, shards[rank::workers])},
                           os.path.join(model_dir, str(rank)), rank=rank,
