@@ -536,17 +536,18 @@ def print_table(results: list[Result], args, data, load, writer: str) -> None:
         m = best(r.mllib)
         line += f"{f'{m.seconds:.2f} ({m.cpu:.1f})':>16}"
         line += "".join(f"{f'{m.seconds / ours[w].seconds:.1f}x':>9}" for w in args.workers)
-        verdicts = {}
+        verdicts, lines = {}, []
         for w in args.workers:
             q_ours, q_mllib, q_ok = quality(r.algorithm, r.models[w], r.mllib_model, data)
             verdicts[w] = (m.seconds / ours[w].seconds >= TARGETS[r.algorithm][0], q_ok)
-            notes.append(f"  {r.algorithm if w == args.workers[0] else ' ' * len(r.algorithm)}: ours {w}w {q_ours}")
+            lines.append(f"ours {w}w {q_ours}")
         minimum, rule = TARGETS[r.algorithm]
         met = [w for w, (fast, good) in verdicts.items() if fast and good]
         print(line + f"{f'>={minimum:g}x':>8}{'yes' if met else 'no':>5}")
         iterations = f" ({m.extra['iterations']} iterations)" if m.extra.get("iterations") is not None else ""
         pad = " " * len(r.algorithm)
-        notes.append(f"  {pad}  MLlib{iterations} {q_mllib}")
+        notes.append(f"  {r.algorithm}: MLlib{iterations} {q_mllib}")
+        notes.extend(f"  {pad}  {text}" for text in lines)
         notes.append(f"  {pad}  quality rule {rule}: "
                      + ", ".join(f"{w}w {'met' if good else 'not met'}" for w, (_, good) in verdicts.items())
                      + f"; speed target >= {minimum:g}x: "
