@@ -144,9 +144,9 @@ def measured():
 @contextlib.contextmanager
 def conversion_timer():
     """Time every ``to_channel`` call that ``Estimator.fit`` makes (the conversion inside the same fit)."""
-    import spark_ml.estimators.base as base
+    import spark_ml.estimators.channel_fit as fitting
 
-    original = base.to_channel
+    original = fitting.to_channel
     spent = [0.0]
 
     def timed(*args, **kwargs):
@@ -156,11 +156,11 @@ def conversion_timer():
         finally:
             spent[0] += time.perf_counter() - start
 
-    base.to_channel = timed
+    fitting.to_channel = timed
     try:
         yield spent
     finally:
-        base.to_channel = original
+        fitting.to_channel = original
 
 
 def best(runs: list[Run]) -> Run:

@@ -65,6 +65,8 @@ def test_builtin_on_two_workers_completes_and_is_recorded(spark, spark_ml_home, 
     assert {m["rank"] for m in series} == {0, 1}
     assert {m["epoch"] for m in series if m["name"] == "train:binary_classification_accuracy"} == set(range(10))
     assert any("worker 1/2" in line["line"] for line in jobs.logs(result.job_name))
+    # the workers met at the driver's monitor, not through Spark's (one-second) allGather
+    assert sum(", met via driver)" in line["line"] for line in jobs.logs(result.job_name)) == 2
     model = load_model(result.model_location)
     accuracy = (model.predict(Batch(x.astype(np.float32)))["predicted_label"] == y).mean()
     assert accuracy > 0.95

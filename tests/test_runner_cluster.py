@@ -63,7 +63,9 @@ open(os.path.join(os.environ['SM_MODEL_DIR'], 'model.txt'), 'w').write(os.enviro
 done = run_training(spark, request(killer))
 job = jobs.get(done.job_name)
 result["retry"] = {"status": job.status, "attempts": job.attempts, "killed": os.path.exists(marker),
-                   "model": open(os.path.join(done.model_location, "model.txt")).read()}
+                   "model": open(os.path.join(done.model_location, "model.txt")).read(),
+                   "met": [l["line"].split("met via ")[1].split(")")[0] for l in jobs.logs(done.job_name)
+                           if "met via " in l["line"]]}
 
 # 4. A worker raises: Failed with its reason, no artifact, no script process left behind.
 pids = os.path.join(work, "pids")
@@ -117,6 +119,8 @@ def test_killed_worker_process_reruns_the_stage_and_completes(cluster_run):
     assert retry["killed"] and retry["status"] == "Completed"
     assert retry["attempts"] >= 2
     assert retry["model"] == "algo-1"
+    # the re-run's workers met at the driver again: the failed attempt's meeting did not get in the way
+    assert len(retry["met"]) >= 2 and set(retry["met"]) == {"driver"}
 
 
 def test_failing_worker_fails_the_job_and_leaves_nothing_running(cluster_run):

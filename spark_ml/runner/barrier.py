@@ -1,9 +1,10 @@
-"""Collectives among a barrier stage's workers: one ``BarrierTaskContext.allGather`` to meet, then TCP.
+"""Collectives among a barrier stage's workers: they meet once (see :mod:`.rendezvous`), then talk TCP.
 
-A barrier sync costs hundreds of milliseconds (measured: 0.3–1 s per call on 2 cores), so the barrier is used
-once, to exchange listening addresses and a shared secret; after that every worker keeps a connection to every
-other and collectives are frames over those sockets: a kind byte, a length, a payload. Sends run on threads
-while the worker receives, so large exchanges cannot deadlock on full socket buffers.
+A barrier sync costs about a second (Spark waits for its reply in one-second sleeps), so it is used at most
+once, to exchange listening addresses and a shared secret, and not at all when the driver's monitor is
+reachable. After that every worker keeps a connection to every other and collectives are frames over those
+sockets: a kind byte, a length, a payload. Sends run on threads while the worker receives, so large exchanges
+cannot deadlock on full socket buffers.
 
 Two frame kinds end the conversation: ``F`` (this worker failed: the others raise :class:`PeerFailed` and stop
 using collectives) and ``E`` (this worker finished). A peer that vanishes (closed connection) is a failure too.
@@ -13,14 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
-import secrets
 import socket
 import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from algorithms.training.collectives import Collectives
+
+from .rendezvous import meet
 
 DATA, FAILED, ENDED, LOST = b"D", b"F", b"E", b"L"
 _HEADER = struct.Struct("!cQ")
@@ -51,11 +52,14 @@ def _recv_exact(sock: socket.socket, n: int) -> bytearray:
 
 
 class BarrierCollectives(Collectives):
-    def __init__(self, context, host: str | None = None):
+    def __init__(self, context, host: str | None = None, monitor_url: str | None = None,
+                 monitor_token: str | None = None):
+        self._monitor_url, self._monitor_token = monitor_url, monitor_token
         self.rank = context.partitionId()
         infos = context.getTaskInfos()
         self.world_size = len(infos)
         self.closed = False
+        self.met_via: str | None = None  # how the workers exchanged addresses: "driver" or "allGather"
         self._send: dict[int, socket.socket] = {}
         self._recv: dict[int, socket.socket] = {}
         self._pool = ThreadPoolExecutor(max_workers=max(1, self.world_size - 1), thread_name_prefix="collective")
@@ -69,10 +73,9 @@ class BarrierCollectives(Collectives):
         listener.bind((host, 0))
         listener.listen(self.world_size)
         port = listener.getsockname()[1]
-        secret = secrets.token_bytes(32) if self.rank == 0 else b""
-        peers = [json.loads(m) for m in context.allGather(json.dumps(
-            {"host": host, "port": port, "secret": secret.hex()}))]
-        key = bytes.fromhex(peers[0]["secret"])
+        meeting = meet(context, host, port, self._monitor_url, self._monitor_token)
+        self.met_via = meeting.place
+        peers, key = meeting.peers, meeting.secret
         accepted: dict[int, socket.socket] = {}
         errors: list[BaseException] = []
 

@@ -9,10 +9,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .. import jobs
+from .rendezvous import MeetingPoint
 
 
 class JobMonitor:
-    """An HTTP endpoint (token-protected) that workers post events to, bound to the driver's address."""
+    """An HTTP endpoint (token-protected) that workers post events to and meet at, bound to the driver's address."""
 
     def __init__(self, job_name: str, bind_host: str, show_progress: bool = True, log_lines: bool = False):
         self.job_name = job_name
@@ -24,6 +25,7 @@ class JobMonitor:
         self.failure: tuple[int, str] | None = None  # the first worker failure reported live
         self._show_progress = show_progress
         self._echo_logs = log_lines
+        self.meeting_point = MeetingPoint()  # where the workers exchange addresses, see rendezvous.py
         monitor = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,12 +36,21 @@ class JobMonitor:
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 try:
-                    events = json.loads(self.rfile.read(length))
-                except ValueError:
+                    body = json.loads(self.rfile.read(length))
+                    if self.path.endswith("/rendezvous"):
+                        answer = json.dumps(monitor.meeting_point.join(body)).encode()
+                except (ValueError, KeyError, TypeError):
                     self.send_response(400)
                     self.end_headers()
                     return
-                monitor.accept(events)
+                if self.path.endswith("/rendezvous"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                    return
+                monitor.accept(body)
                 self.send_response(204)
                 self.end_headers()
 
@@ -98,6 +109,7 @@ class JobMonitor:
         self._bar.refresh()
 
     def close(self) -> None:
+        self.meeting_point.close()
         self._server.shutdown()
         self._server.server_close()
         self.drain()

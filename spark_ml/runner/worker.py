@@ -73,7 +73,7 @@ def run_worker(spec: WorkerSpec, context) -> dict:
     result = {"rank": rank, "attempt": attempt, "status": OK, "reason": None, "detail": None, "metrics": "{}",
               "events": "[]", "model_location": None, "host": address, "gpus": "", "seconds": 0.0}
     try:
-        collectives = BarrierCollectives(context, address)
+        collectives = BarrierCollectives(context, address, spec.monitor_url, spec.monitor_token)
         gpus = choose_gpus(spec, context, rank)
         result["gpus"] = ",".join(gpus)
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
@@ -89,7 +89,8 @@ def run_worker(spec: WorkerSpec, context) -> dict:
         os.makedirs(env.model_dir, exist_ok=True)
         os.makedirs(env.output_dir, exist_ok=True)
         reporter.started(context.taskAttemptId())
-        reporter.log(f"worker {rank}/{len(infos)} on {address} (task {context.taskAttemptId()}), "
+        met = f", met via {collectives.met_via}" if collectives.met_via else ""
+        reporter.log(f"worker {rank}/{len(infos)} on {address} (task {context.taskAttemptId()}{met}), "
                      f"GPUs: {','.join(gpus) or 'none'}")
         model_dir, metrics, manifest = _train(spec, env, workdir)
         collectives.finish()  # every worker succeeded: only now is the model published
