@@ -29,7 +29,6 @@ import scipy.sparse as sp
 from ..batch import Batch
 from ..hyperparameters import AUTO, Hyperparameter, HyperparameterError, HyperparameterSpec
 from ..training.collectives import State
-from ..training.env import ChannelInput
 from . import register
 from ._backend import ArrayBackend, backend_for
 from ._kmeans_lloyd import INIT_METHODS, kmeans_plus_plus, random_centers, squared_distances, weighted_kmeans
@@ -388,13 +387,8 @@ class KMeans(Algorithm):
         if test is None:
             return {}
         collectives = self.env.collectives
-        files = test.files
-        if test.distribution == "FullyReplicated":
-            files = files[collectives.rank :: collectives.world_size]
-        part = ChannelInput(name=test.name, files=files, content_type=test.content_type,
-                          feature_dim=test.feature_dim, distribution=test.distribution)
         totals = np.zeros(2)
-        for batch in part.batches(self.batch_size()):
+        for batch in test.worker_batches(self.batch_size(), collectives.rank, collectives.world_size):
             model.check_features(batch)
             _, d2 = closest_centers(batch.features, model.centroids)
             totals += (d2.sum(), len(d2))

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -328,18 +327,7 @@ class LinearLearner(Algorithm):
 
     def _worker_batches(self, channel: ChannelInput):
         """This worker's share of a channel's batches: its own shards, or a split of a replicated channel."""
-        rank, world = self.collectives.rank, self.collectives.world_size
-        size = self._eval_rows()
-        if world == 1 or channel.distribution != "FullyReplicated":
-            yield from channel.batches(size)
-            return
-        if len(channel.files) >= world:
-            mine = replace(channel, files=channel.files[rank::world], num_records=None)
-            yield from mine.batches(size)
-            return
-        for i, batch in enumerate(channel.batches(size)):
-            if i % world == rank:
-                yield batch
+        return channel.worker_batches(self._eval_rows(), self.collectives.rank, self.collectives.world_size)
 
     def _score_models(
         self, batches, W, b, channel: str, models: np.ndarray | None = None

@@ -33,7 +33,6 @@ import scipy.sparse as sp
 from ..batch import Batch
 from ..hyperparameters import Hyperparameter, HyperparameterError, HyperparameterSpec
 from ..training.collectives import State
-from ..training.env import ChannelInput
 from . import register
 from ._backend import ArrayBackend, backend_for
 from .base import Algorithm, Model, Output
@@ -334,14 +333,9 @@ class PCA(Algorithm):
         if test is None:
             return {}
         collectives = self.env.collectives
-        files = test.files
-        if test.distribution == "FullyReplicated":
-            files = files[collectives.rank :: collectives.world_size]
-        part = ChannelInput(name=test.name, files=files, content_type=test.content_type,
-                            feature_dim=test.feature_dim, distribution=test.distribution)
         totals = np.zeros(3)  # Σ‖x-μ‖², Σ‖projection‖², records
         mean = model.mean.ravel()
-        for batch in part.batches(self.batch_size()):
+        for batch in test.worker_batches(self.batch_size(), collectives.rank, collectives.world_size):
             model.check_features(batch)
             x = batch.features
             if sp.issparse(x):

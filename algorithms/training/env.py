@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..batch import Batch
 from ..channel import RECORDIO_PROTOBUF, Channel, Shard, base_content_type
@@ -45,6 +45,16 @@ class ChannelInput:
         from ..text_formats import iter_text_batches
 
         return iter_text_batches(self.files, self.content_type, batch_size, feature_dim=self.feature_dim)
+
+    def worker_batches(self, batch_size: int, rank: int, world_size: int) -> Iterator[Batch]:
+        """This worker's share of the channel, for work split among workers (evaluation): its own shards, or
+        for a FullyReplicated channel every ``world_size``-th file (every ``world_size``-th batch if there are
+        fewer files than workers)."""
+        if world_size == 1 or self.distribution != "FullyReplicated":
+            return self.batches(batch_size)
+        if len(self.files) >= world_size:
+            return replace(self, files=self.files[rank::world_size], num_records=None).batches(batch_size)
+        return (b for i, b in enumerate(self.batches(batch_size)) if i % world_size == rank)
 
 
 @dataclass
