@@ -151,6 +151,18 @@ class Frames:
         s = int(self.starts[i])
         return self.data[s : s + int(self.lengths[i])].tobytes()
 
+    def uniform_stride(self) -> tuple[int, int] | None:
+        """(payload size, distance between payloads) when every payload has the same size and spacing (then
+        they are rows of a strided view: how dense writers lay records out), else None."""
+        n, starts, lengths = len(self), self.starts, self.lengths
+        size = int(lengths[0])
+        if (lengths != size).any():
+            return None
+        stride = int(starts[1] - starts[0]) if n > 1 else size
+        if n > 1 and (np.diff(starts) != stride).any():
+            return None
+        return size, stride
+
 
 def as_uint8(buf: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
     if isinstance(buf, np.ndarray):

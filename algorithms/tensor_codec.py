@@ -340,13 +340,11 @@ def _decode_uniform(frames: Frames) -> Batch | None:
     The first record's layout is parsed once; every other record must hold the same bytes outside the
     value regions, which makes its layout the same.
     """
-    n, starts, lengths = len(frames), frames.starts, frames.lengths
-    size = int(lengths[0])
-    if (lengths != size).any():
+    uniform = frames.uniform_stride()
+    if uniform is None:
         return None
-    stride = int(starts[1] - starts[0]) if n > 1 else size
-    if n > 1 and (np.diff(starts) != stride).any():
-        return None
+    size, stride = uniform
+    n, starts = len(frames), frames.starts
     first = np.concatenate([frames.data[starts[0] : starts[0] + size], np.zeros(varint.MAX_BYTES, np.uint8)])
     try:
         regions = _dense_layout(first, size)

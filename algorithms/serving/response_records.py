@@ -78,13 +78,11 @@ def decode_outputs(buf, source: str = "response body") -> dict[str, np.ndarray]:
 
 
 def _decode_uniform(frames) -> dict[str, np.ndarray] | None:
-    n, starts, lengths = len(frames), frames.starts, frames.lengths
-    size = int(lengths[0])
-    if (lengths != size).any():
+    uniform = frames.uniform_stride()
+    if uniform is None:
         return None
-    stride = int(starts[1] - starts[0]) if n > 1 else size
-    if n > 1 and (np.diff(starts) != stride).any():
-        return None
+    size, stride = uniform
+    n, starts = len(frames), frames.starts
     first = frames.data[starts[0] : starts[0] + size]
     from ..proto import Record
 
