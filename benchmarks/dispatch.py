@@ -4,9 +4,6 @@
 
 Prints: a trivial 2-task Spark job (mapInArrow), the same as a barrier stage, a no-op 2-worker training job
 from launch to artifact (job record, barrier stage, user-code process, artifact written, manifest last),
-
-if __package__ in (None, ""):  # run as a file: benchmarks/algorithms.py, xgboost.py must not shadow packages
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 and allreduce of 1, 16 and 64 MiB float32 arrays between the 2 workers (time and MiB/s per worker).
 """
 
@@ -19,6 +16,9 @@ import statistics
 import sys
 import tempfile
 import time
+
+if __package__ in (None, ""):  # run as a file: benchmarks/algorithms.py, xgboost.py must not shadow packages
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
