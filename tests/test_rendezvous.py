@@ -76,6 +76,13 @@ def test_an_unreachable_monitor_sends_everyone_to_allgather(monkeypatch, monitor
     assert time.monotonic() - started < 10
 
 
+def wait_until_joined(point: MeetingPoint, count: int) -> None:
+    """Until the current meeting holds ``count`` workers (so what the test does next comes after)."""
+    with point._changed:
+        assert point._changed.wait_for(lambda: point._current is not None and len(point._current.peers) >= count,
+                                       timeout=10)
+
+
 def join(task: int, rank: int, world: int = 2) -> dict:
     return {"task": task, "rank": rank, "world": world, "host": f"h{task}", "port": task}
 
@@ -90,7 +97,7 @@ def test_a_rerun_of_the_stage_meets_afresh_and_the_failed_attempt_is_sent_away()
     with ThreadPoolExecutor(3) as pool:
         # attempt 1 (tasks 10, 11): rank 0 waits; rank 1 died before it could join, so Spark re-runs the stage
         stale = pool.submit(point.join, join(10, 0))
-        time.sleep(0.1)
+        wait_until_joined(point, 1)
         # attempt 2 (tasks 12, 13): its rank 1 arrives first, while the killed rank 0 may still be waiting
         rank1 = pool.submit(point.join, join(13, 1))
         assert stale.result(timeout=5) == {"fallback": True}
@@ -105,7 +112,7 @@ def test_the_same_rank_again_starts_a_new_meeting():
     point = MeetingPoint(wait_seconds=10)
     with ThreadPoolExecutor(3) as pool:
         first = pool.submit(point.join, join(20, 0, world=3))
-        time.sleep(0.1)
+        wait_until_joined(point, 1)
         again = pool.submit(point.join, join(21, 0, world=3))  # ids 20 and 21 fit one attempt, ranks do not
         assert first.result(timeout=5) == {"fallback": True}
         others = [pool.submit(point.join, join(task, rank, world=3)) for task, rank in ((22, 1), (23, 2))]
@@ -138,6 +145,6 @@ def test_closing_the_monitor_releases_a_waiting_worker(monitor):
     point = monitor.meeting_point
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(point.join, join(0, 0))
-        time.sleep(0.2)
+        wait_until_joined(point, 1)
         point.close()
         assert waiting.result(timeout=5) == {"fallback": True}
