@@ -19,7 +19,6 @@ import json
 import secrets
 import threading
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
