@@ -14,16 +14,24 @@ def register(spark: SparkSession) -> str:
 
     When the spark-ml Scala jar is on the classpath its JVM data source already owns the name (and is much
     faster); the Python one registers only when it is absent. Returns which one answers: "jvm" or "python".
-    Registering again is cheap and harmless, so every entry point calls this.
+    The answer is remembered on the session, so every entry point calls this.
     """
     _make_active(spark)
+    known = getattr(spark, _REGISTERED, None)
+    if known is not None:  # the answer cannot change within a session; asking costs a JVM exception (~15 ms)
+        return known
     try:
         spark.dataSource.register(RecordIOProtobufDataSource)
+        answer = "python"
     except Exception as exc:  # noqa: BLE001 - only the name clash is expected
         if "DATA_SOURCE_ALREADY_EXISTS" not in str(exc):
             raise
-        return "jvm"
-    return "python"
+        answer = "jvm"
+    setattr(spark, _REGISTERED, answer)
+    return answer
+
+
+_REGISTERED = "_spark_ml_recordio_source"
 
 
 def _make_active(spark: SparkSession) -> None:
