@@ -340,31 +340,21 @@ def breakdown(algorithm: str, workers: int, df, args) -> str:
         for _ in ChannelInput.from_channel("train", channel, shards[rank::workers]).batches(10_000):
             pass
     decode = time.perf_counter() - start
-    group = ThreadGroup(workers)
     model_dir = tempfile.mkdtemp(prefix="bench-local-")
 
-    def work(rank):
+    def fit_local(rank, collectives):
         from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(1):  # one BLAS thread per worker, as Spark gives its Python workers
-            fit_local(rank)
-
-    def fit_local(rank):
         env = TrainingEnv(dict(captured["hyperparameters"]),
                           {"train": ChannelInput.from_channel("train", channel, shards[rank::workers])},
                           os.path.join(model_dir, str(rank)), rank=rank,
-                          hosts=[f"algo-{i + 1}" for i in range(workers)], collectives=group.member(rank),
+                          hosts=[f"algo-{i + 1}" for i in range(workers)], collectives=collectives,
                           reporter=Reporter())
-        run_builtin(ALGORITHM_NAMES[algorithm], env)
+        with threadpool_limits(1):  # one BLAS thread per worker, as Spark gives its Python workers
+            run_builtin(ALGORITHM_NAMES[algorithm], env)
 
-    import threading
-
-    threads = [threading.Thread(target=work, args=(r,)) for r in range(workers)]
     start, cpu = time.perf_counter(), time.process_time()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    ThreadGroup(workers).run(fit_local)
     local, local_cpu = time.perf_counter() - start, time.process_time() - cpu
     shutil.rmtree(model_dir, ignore_errors=True)
     stage, slowest = captured["stage"], max(captured["workers"])

@@ -26,7 +26,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -70,30 +69,18 @@ def write_channel(path: str, x: np.ndarray, shards: int, rows_per_encode: int = 
 def fit(algorithm: str, channel: Channel, workers: int, hyperparameters: dict[str, str], model_dir: str,
         threads: int):
     """Run ``workers`` thread-workers over the channel's shards; the model, wall time and CPU time."""
-    group = ThreadGroup(workers)
-    errors: list[BaseException] = []
+    def work(rank: int, collectives) -> None:
+        with threadpool_limits(threads):
+            shards = channel.shards()[rank::workers]
+            channels = {"train": ChannelInput.from_channel("train", channel, shards)}
+            hosts = [f"algo-{i + 1}" for i in range(workers)]
+            env = TrainingEnv(dict(hyperparameters), channels, model_dir, rank=rank, hosts=hosts,
+                              collectives=collectives, reporter=Reporter())
+            run_builtin(algorithm, env)
 
-    def work(rank: int) -> None:
-        try:
-            with threadpool_limits(threads):
-                shards = channel.shards()[rank::workers]
-                channels = {"train": ChannelInput.from_channel("train", channel, shards)}
-                hosts = [f"algo-{i + 1}" for i in range(workers)]
-                env = TrainingEnv(dict(hyperparameters), channels, model_dir, rank=rank, hosts=hosts,
-                                  collectives=group.member(rank), reporter=Reporter())
-                run_builtin(algorithm, env)
-        except BaseException as exc:  # re-raised below
-            errors.append(exc)
-
-    pool = [threading.Thread(target=work, args=(rank,)) for rank in range(workers)]
     start, cpu = time.perf_counter(), time.process_time()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    ThreadGroup(workers).run(work)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-    if errors:
-        raise errors[0]
     return load_model(model_dir), elapsed, cpu
 
 

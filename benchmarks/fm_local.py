@@ -22,7 +22,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECL
 import argparse  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -79,28 +78,16 @@ def write_channel(path: str, x, y: np.ndarray, shards: int) -> tuple[Channel, fl
 
 
 def fit(channel: Channel, hyperparameters: dict[str, str], workers: int, model_dir: str) -> float:
-    group = ThreadGroup(workers)
-    errors: list[BaseException] = []
-
-    def work(rank: int) -> None:
-        try:
-            shards = channel.shards()[rank::workers]
-            env = TrainingEnv(hyperparameters=hyperparameters,
-                              channels={"train": ChannelInput.from_channel("train", channel, shards)},
-                              model_dir=model_dir, rank=rank, hosts=[f"algo-{i + 1}" for i in range(workers)],
-                              collectives=group.member(rank), reporter=Reporter())
-            run_builtin("factorization-machines", env)
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
+    def work(rank: int, collectives) -> None:
+        shards = channel.shards()[rank::workers]
+        env = TrainingEnv(hyperparameters=hyperparameters,
+                          channels={"train": ChannelInput.from_channel("train", channel, shards)},
+                          model_dir=model_dir, rank=rank, hosts=[f"algo-{i + 1}" for i in range(workers)],
+                          collectives=collectives, reporter=Reporter())
+        run_builtin("factorization-machines", env)
 
     start = time.perf_counter()
-    threads = [threading.Thread(target=work, args=(rank,)) for rank in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    ThreadGroup(workers).run(work)
     return time.perf_counter() - start
 
 

@@ -21,7 +21,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -73,36 +72,19 @@ def write_channel(
 
 
 def fit_linear_learner(channel: Channel, workers: int, hyperparameters: dict[str, str], model_dir: str):
-    group = ThreadGroup(workers)
-    errors: list[BaseException] = []
     reporters = [Reporter() for _ in range(workers)]
 
-    def work(rank: int) -> None:
-        try:
-            with threadpool_limits(1):
-                shards = channel.shards()[rank::workers]
-                env = TrainingEnv(
-                    dict(hyperparameters),
-                    {"train": ChannelInput.from_channel("train", channel, shards)},
-                    model_dir,
-                    rank=rank,
-                    hosts=[f"algo-{i + 1}" for i in range(workers)],
-                    collectives=group.member(rank),
-                    reporter=reporters[rank],
-                )
-                run_builtin("linear-learner", env)
-        except BaseException as exc:  # reported by the caller
-            errors.append(exc)
+    def work(rank: int, collectives) -> None:
+        with threadpool_limits(1):
+            shards = channel.shards()[rank::workers]
+            env = TrainingEnv(dict(hyperparameters), {"train": ChannelInput.from_channel("train", channel, shards)},
+                              model_dir, rank=rank, hosts=[f"algo-{i + 1}" for i in range(workers)],
+                              collectives=collectives, reporter=reporters[rank])
+            run_builtin("linear-learner", env)
 
-    threads = [threading.Thread(target=work, args=(r,)) for r in range(workers)]
     start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    ThreadGroup(workers).run(work)
     elapsed = time.perf_counter() - start
-    if errors:
-        raise errors[0]
     return load_model(model_dir), elapsed
 
 

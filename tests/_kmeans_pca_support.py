@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,30 +36,17 @@ def write_channel(path: str, x: np.ndarray, parts: int = 2, sparse: bool = False
 def train(algorithm: str, hyperparameters: dict[str, str], train_channel: Channel, model_dir: str,
           workers: int = 1, test_channel: Channel | None = None) -> tuple[list[TrainingResult], object]:
     """Train with ``workers`` thread-workers (shards dealt round-robin); every rank's result and the model."""
-    group = ThreadGroup(workers, timeout=120)
-    results: list[TrainingResult | None] = [None] * workers
-    errors: list[BaseException] = []
     shards = train_channel.shards()
 
-    def work(rank: int) -> None:
-        try:
-            channels = {"train": ChannelInput.from_channel("train", train_channel, shards[rank::workers])}
-            if test_channel is not None:
-                replicated = test_channel.with_distribution(FULLY_REPLICATED)
-                channels["test"] = ChannelInput.from_channel("test", replicated)
-            env = TrainingEnv(dict(hyperparameters), channels, model_dir, rank=rank,
-                              hosts=[f"algo-{i + 1}" for i in range(workers)],
-                              collectives=group.member(rank), reporter=Reporter())
-            results[rank] = run_builtin(algorithm, env)
-        except BaseException as exc:
-            errors.append(exc)
-            group._barrier.abort()  # the other workers stop waiting for this one
+    def work(rank: int, collectives) -> TrainingResult:
+        channels = {"train": ChannelInput.from_channel("train", train_channel, shards[rank::workers])}
+        if test_channel is not None:
+            replicated = test_channel.with_distribution(FULLY_REPLICATED)
+            channels["test"] = ChannelInput.from_channel("test", replicated)
+        env = TrainingEnv(dict(hyperparameters), channels, model_dir, rank=rank,
+                          hosts=[f"algo-{i + 1}" for i in range(workers)],
+                          collectives=collectives, reporter=Reporter())
+        return run_builtin(algorithm, env)
 
-    threads = [threading.Thread(target=work, args=(rank,)) for rank in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
+    results = ThreadGroup(workers, timeout=120).run(work)
     return results, load_model(model_dir)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 
 import numpy as np
 import pytest
@@ -73,33 +72,21 @@ def fit(hyperparameters: dict, train: Channel, model_dir, workers: int = 1, test
 
     Shards are dealt round-robin; a FullyReplicated ``test`` channel gives every worker all its shards.
     """
-    group = ThreadGroup(workers, timeout=120)
     reporters = [RecordingReporter() for _ in range(workers)]
-    errors: list[BaseException] = []
 
-    def work(rank: int) -> None:
-        try:
-            channels = {"train": ChannelInput.from_channel("train", train, train.shards()[rank::workers])}
-            if test is not None:
-                replicated = test.distribution == "FullyReplicated"
-                shards = test.shards() if replicated else test.shards()[rank::workers]
-                channels["test"] = ChannelInput.from_channel("test", test, shards)
-            env = TrainingEnv(hyperparameters={k: str(v) for k, v in hyperparameters.items()},
-                              channels=channels, model_dir=str(model_dir), rank=rank,
-                              hosts=[f"algo-{i + 1}" for i in range(workers)],
-                              collectives=group.member(rank), reporter=reporters[rank])
-            run_builtin(NAME, env)
-        except BaseException as exc:
-            errors.append(exc)
-            group._barrier.abort()  # release the other workers at once instead of at the timeout
+    def work(rank: int, collectives) -> None:
+        channels = {"train": ChannelInput.from_channel("train", train, train.shards()[rank::workers])}
+        if test is not None:
+            replicated = test.distribution == "FullyReplicated"
+            shards = test.shards() if replicated else test.shards()[rank::workers]
+            channels["test"] = ChannelInput.from_channel("test", test, shards)
+        env = TrainingEnv(hyperparameters={k: str(v) for k, v in hyperparameters.items()},
+                          channels=channels, model_dir=str(model_dir), rank=rank,
+                          hosts=[f"algo-{i + 1}" for i in range(workers)],
+                          collectives=collectives, reporter=reporters[rank])
+        run_builtin(NAME, env)
 
-    threads = [threading.Thread(target=work, args=(rank,)) for rank in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
+    ThreadGroup(workers, timeout=120).run(work)
     return load_model(str(model_dir)), reporters
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import threading
 
 import numpy as np
 import pytest
@@ -87,38 +86,19 @@ def fit(tmp_path, hyperparameters, train, validation=None, test=None, workers=1,
     """Train with ``workers`` thread workers (train shards dealt round-robin); the loaded model and rank 0's
     reporter."""
     model_dir = str(tmp_path / name)
-    group = ThreadGroup(workers, timeout=120)
     reporters = [RecordingReporter() for _ in range(workers)]
-    errors: list[BaseException] = []
 
-    def work(rank):
-        try:
-            channels = {"train": ChannelInput.from_channel("train", train, train.shards()[rank::workers])}
-            for cname, channel in (("validation", validation), ("test", test)):
-                if channel is not None:
-                    channels[cname] = ChannelInput.from_channel(
-                        cname, channel.with_distribution("FullyReplicated")
-                    )
-            env = TrainingEnv(
-                {k: str(v) for k, v in hyperparameters.items()},
-                channels,
-                model_dir,
-                rank=rank,
-                hosts=[f"algo-{i + 1}" for i in range(workers)],
-                collectives=group.member(rank),
-                reporter=reporters[rank],
-            )
-            run_builtin("linear-learner", env)
-        except BaseException as exc:
-            errors.append(exc)
+    def work(rank, collectives):
+        channels = {"train": ChannelInput.from_channel("train", train, train.shards()[rank::workers])}
+        for cname, channel in (("validation", validation), ("test", test)):
+            if channel is not None:
+                channels[cname] = ChannelInput.from_channel(cname, channel.with_distribution("FullyReplicated"))
+        env = TrainingEnv({k: str(v) for k, v in hyperparameters.items()}, channels, model_dir, rank=rank,
+                          hosts=[f"algo-{i + 1}" for i in range(workers)], collectives=collectives,
+                          reporter=reporters[rank])
+        run_builtin("linear-learner", env)
 
-    threads = [threading.Thread(target=work, args=(r,)) for r in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    ThreadGroup(workers, timeout=120).run(work)
     return load_model(model_dir), reporters[0]
 
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 import io
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
 from ..artifact import write_npz
 
 State = dict[str, np.ndarray]
+T = TypeVar("T")
 
 
 def array_to_bytes(array: np.ndarray) -> bytes:
@@ -105,6 +108,29 @@ class ThreadGroup:
 
     def member(self, rank: int) -> Collectives:
         return _ThreadMember(self, rank)
+
+    def run(self, target: Callable[[int, Collectives], T]) -> list[T]:
+        """``target(rank, collectives)`` on one thread per rank; the results by rank. A worker that raises
+        releases the others from the barrier at once, and its exception (not their BrokenBarrierError) is
+        raised here."""
+        results: list = [None] * self.world_size
+        errors: list[BaseException] = []
+
+        def work(rank: int) -> None:
+            try:
+                results[rank] = target(rank, self.member(rank))
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                errors.append(exc)
+                self._barrier.abort()
+
+        threads = [threading.Thread(target=work, args=(rank,)) for rank in range(self.world_size)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
+        return results
 
     def _exchange(self, rank: int, data: bytes) -> list[bytes]:
         self._slots[rank] = bytes(data)
