@@ -913,6 +913,19 @@ def test_held_out_rows_are_the_same_every_epoch():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_backend_variable_takes_the_values_every_built_in_takes(monkeypatch):
+    from algorithms.builtin import _linear_ops
+
+    for value, name, device in (("numpy", "numpy", "cpu"), ("torch", "torch", "cpu"),
+                                ("torch:cpu", "torch", "cpu")):
+        monkeypatch.setenv(_linear_ops.BACKEND_VARIABLE, value)
+        ops = _linear_ops.select_ops("cpu")
+        assert (ops.name, str(ops.device)) == (name, device), value
+    monkeypatch.setenv(_linear_ops.BACKEND_VARIABLE, "jax")
+    with pytest.raises(ValueError, match="must be one of numpy, torch, torch:cpu, torch:cuda"):
+        _linear_ops.select_ops("cpu")
+
+
 @pytest.mark.parametrize(
     "case",
     ["binary-dense", "binary-sparse", "multiclass", "regressor"],

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 BACKEND_ENV = "SPARK_ML_ARRAY_BACKEND"
-_CHOICES = ("numpy", "torch", "torch:cpu", "torch:cuda")
+BACKEND_CHOICES = ("numpy", "torch", "torch:cpu", "torch:cuda")
 
 
 class ArrayBackend(ABC):
@@ -250,8 +250,8 @@ def torch_available() -> bool:
 def get_backend(name: str) -> ArrayBackend:
     """A backend by name: ``numpy``, ``torch`` (on CUDA if present), ``torch:cpu``, ``torch:cuda``."""
     name = name.strip().lower()
-    if name not in _CHOICES:
-        raise ValueError(f"{BACKEND_ENV} must be one of {', '.join(_CHOICES)}, got {name!r}")
+    if name not in BACKEND_CHOICES:
+        raise ValueError(f"{BACKEND_ENV} must be one of {', '.join(BACKEND_CHOICES)}, got {name!r}")
     if name == "numpy":
         return NumpyBackend()
     if not torch_available():

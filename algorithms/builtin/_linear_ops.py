@@ -5,7 +5,7 @@ interface, so a worker given a GPU runs the same code on torch CUDA tensors, and
 torch path on CPU. Metrics and the model stay in numpy; only the per-mini-batch work goes through here.
 
 Selection: ``env.device == "cuda"`` picks torch on CUDA; otherwise numpy, unless the environment
-variable ``SPARK_ML_ARRAY_BACKEND`` is ``torch`` (torch on the worker's device).
+variable ``SPARK_ML_ARRAY_BACKEND`` says otherwise (see :func:`select_ops`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-BACKEND_VARIABLE = "SPARK_ML_ARRAY_BACKEND"
+from ._backend import BACKEND_CHOICES
+from ._backend import BACKEND_ENV as BACKEND_VARIABLE  # one variable and one set of values for all built-ins
 
 
 class NumpyOps:
@@ -341,19 +342,21 @@ Ops = Any  # NumpyOps | TorchOps
 
 
 def select_ops(device: str = "cpu") -> Ops:
-    """numpy unless the worker has a GPU (torch CUDA) or ``SPARK_ML_ARRAY_BACKEND=torch`` asks for torch."""
+    """numpy on a CPU worker, torch on a GPU worker's CUDA device; ``SPARK_ML_ARRAY_BACKEND`` overrides the
+    choice with the same values the other built-ins take (``numpy``, ``torch`` on the worker's device,
+    ``torch:cpu``, ``torch:cuda``)."""
     choice = os.environ.get(BACKEND_VARIABLE, "").strip().lower()
-    if choice not in ("", "numpy", "torch"):
-        raise ValueError(f"{BACKEND_VARIABLE} must be numpy or torch, got {choice!r}")
-    if device == "cuda" or choice == "torch":
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            if device == "cuda":
-                raise RuntimeError(
-                    "this worker was given a GPU but torch is not installed; install the "
-                    "'deep' extra (pip install spark-ml[deep])"
-                ) from None
-            raise RuntimeError(f"{BACKEND_VARIABLE}=torch but torch is not installed") from None
-        return TorchOps(device)
-    return NumpyOps()
+    if choice and choice not in BACKEND_CHOICES:
+        raise ValueError(f"{BACKEND_VARIABLE} must be one of {', '.join(BACKEND_CHOICES)}, got {choice!r}")
+    if choice == "numpy" or (not choice and device != "cuda"):
+        return NumpyOps()
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        if device == "cuda" and not choice:
+            raise RuntimeError(
+                "this worker was given a GPU but torch is not installed; install the "
+                "'deep' extra (pip install spark-ml[deep])"
+            ) from None
+        raise RuntimeError(f"{BACKEND_VARIABLE}={choice} but torch is not installed") from None
+    return TorchOps(choice.partition(":")[2] or device)
