@@ -53,6 +53,7 @@ class LinearLearnerModel(Model):
         self.outputs = _OUTPUTS[self.predictor_type]
         coef = np.asarray(coefficients, dtype=np.float32)
         self._coef = coef.reshape(self.feature_dim, -1)
+        self._coef64 = self._coef.astype(np.float64)  # scoring multiplies in float64; convert once
         self._intercept = np.asarray(intercept, dtype=np.float32).reshape(-1)
         if self._intercept.shape[0] != self._coef.shape[1]:
             raise ValueError(
@@ -87,7 +88,7 @@ class LinearLearnerModel(Model):
         """Raw outputs ``x @ coefficients + intercept`` ``(n, K)`` in float64."""
         self.check_features(batch)
         x = batch.features
-        out = x @ self._coef.astype(np.float64)
+        out = x @ self._coef64
         return np.asarray(out, dtype=np.float64) + self._intercept
 
     def predict(self, batch: Batch) -> dict[str, np.ndarray]:

@@ -93,11 +93,12 @@ class XGBoostModel(Model):
         n = batch.num_rows
         if n == 0:
             return self._empty(wanted)
-        margin = None
         if wanted & {"prediction", "probability", "rawPrediction", SCORE}:
-            margin = self.booster.inplace_predict(x, predict_type="margin")
-            value = self.booster.inplace_predict(x) if self.objective not in _TRANSFORMS else \
-                _TRANSFORMS[self.objective](margin)
+            # one pass over the trees: the margin when the answer derives from it (or a classifier needs it)
+            transform = _TRANSFORMS.get(self.objective)
+            margin = self.booster.inplace_predict(x, predict_type="margin") \
+                if transform is not None or self.is_classifier else None
+            value = transform(margin) if transform is not None else self.booster.inplace_predict(x)
             if SCORE in wanted:
                 out[SCORE] = value
             if self.is_classifier:

@@ -52,7 +52,8 @@ def xgboost_communicator(collectives: Collectives, host: str, timeout_s: int = 6
     try:
         with collective.CommunicatorContext(**args):
             yield
+        if tracker is not None:  # only after success: on failure the peers may never check out
+            tracker.wait_for(timeout_s)
     finally:
         if tracker is not None:
-            tracker.wait_for(timeout_s)
             tracker.free()
