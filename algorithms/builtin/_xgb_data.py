@@ -21,7 +21,7 @@ from ..reader import iter_file_batches
 from ..text_formats import LIBSVM_TYPES, csv_label_size, is_text, iter_text_file_batches, text_feature_dim
 from ..training.env import ChannelInput
 
-BLOCK_BYTES = 64 << 20  # dense feature bytes per DataIter batch
+BLOCK_BYTES = 64 << 20  # bytes read (and about the dense feature bytes) per DataIter batch
 
 
 class DataError(ValueError):
@@ -152,10 +152,10 @@ class ChannelData(xgb.DataIter):
         dense_width = self.feature_dim + (1 if self.csv_weights else 0)
         rows = max(1024, BLOCK_BYTES // (4 * max(1, dense_width)))
         if ctype == RECORDIO_PROTOBUF:
-            return iter_file_batches(path, rows, feature_dim=self.feature_dim)
+            return iter_file_batches(path, rows, feature_dim=self.feature_dim, chunk_bytes=BLOCK_BYTES)
         if is_text(ctype):
             width = dense_width if ctype == CSV else self.feature_dim
-            return iter_text_file_batches(path, self.channel.content_type, width)
+            return iter_text_file_batches(path, self.channel.content_type, width, block_bytes=BLOCK_BYTES)
         raise DataError(f"channel {self.channel.name}: XGBoost reads application/x-recordio-protobuf, text/csv "
                         f"and text/libsvm, not {self.channel.content_type}")
 
