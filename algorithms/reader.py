@@ -39,9 +39,10 @@ def iter_file_blocks(path: str, filesystem: pafs.FileSystem | None = None, featu
     index = 0  # record index of the next record
     with fs.open_input_stream(inner) as stream:
         while True:
-            # Inside a record longer than a chunk, read as much again as is held: a record of size S then
-            # costs O(S) copying and scanning, not O(S**2 / chunk_bytes).
-            want = max(chunk_bytes, held)
+            # Fill the buffer up to a chunk, so the usual leftover of a cut record needs no new buffer. Inside a
+            # record longer than that, read as much again as is held: a record of size S then costs O(S)
+            # copying and scanning, not O(S**2 / chunk_bytes).
+            want = max(chunk_bytes - held, held)
             if len(buf) < held + want or len(buf) > 2 * (held + want):
                 resized = np.empty(held + want, np.uint8)
                 resized[:held] = buf[:held]
