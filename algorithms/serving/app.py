@@ -91,15 +91,20 @@ class InferenceApp:
 
 
 def predict(model: Model, batch: Batch, accept: str) -> bytes:
-    """Run the model on the batch and encode; bad input the model itself rejects is a 400, a crash a 500."""
+    """Run the model on the batch and encode; bad input the model itself rejects is a 400, a crash (or
+    outputs that cannot be encoded: the model's fault, not the request's) a 500."""
     try:
         outputs = model.predict(batch) if batch.num_rows else _empty_outputs(model)
-        return encode_response(outputs, model.outputs, model.json_envelope, accept, batch.num_rows)
     except ValueError as exc:
         raise RequestError(400, f"the model rejected the request: {exc}") from None
     except Exception as exc:  # a model bug must not take the process down
         traceback.print_exc(file=sys.stderr)
         raise RequestError(500, f"the model failed: {type(exc).__name__}: {exc}") from None
+    try:
+        return encode_response(outputs, model.outputs, model.json_envelope, accept, batch.num_rows)
+    except Exception as exc:  # noqa: BLE001 - reported as the server's failure
+        traceback.print_exc(file=sys.stderr)
+        raise RequestError(500, f"the model's outputs cannot be encoded: {type(exc).__name__}: {exc}") from None
 
 
 def _empty_outputs(model: Model) -> dict:

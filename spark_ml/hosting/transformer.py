@@ -12,6 +12,7 @@ row's other columns are null. ``errorPolicy="fail"`` fails the job on a non-retr
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -35,6 +36,9 @@ from .serializers import RequestSerializer, ResponseDeserializer, deserializer, 
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024  # sagemaker-spark's batch limit, under the endpoint's 6 MiB
 RETRYABLE = (429, 500, 502, 503, 504)
+# Answers the rows themselves can cause (unparsable row, body too large): worth splitting the batch to find
+# the rows at fault. Others (auth, 404, 429 after retries) would fail every half the same way.
+ROW_FAULT_STATUSES = (400, 413)
 
 
 @dataclass(frozen=True)
@@ -221,13 +225,11 @@ class EndpointModel(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         return that
 
     # --------------------------------------------------------------------------------------------
-    def _resolve_outputs(self, target) -> list[OutputSpec]:
+    def _resolve_outputs(self, metadata) -> list[OutputSpec]:
         given = self.getOrDefault(self.outputs)
         if given:
             return [OutputSpec(o["name"], o.get("kind", "scalar")) for o in json.loads(given)]
-        from .client import endpoint_metadata
-
-        return outputs_from_metadata(endpoint_metadata(target), self.getOrDefault(self.targetVariant) or None)
+        return outputs_from_metadata(metadata(), self.getOrDefault(self.targetVariant) or None)
 
     def _transform(self, dataset):
         if self._before_transform is not None:
@@ -235,10 +237,11 @@ class EndpointModel(Transformer, DefaultParamsReadable, DefaultParamsWritable):
             hook()
         if not self.isDefined(self.endpoint):
             raise ValueError("EndpointModel needs endpoint= (a registry name or a URL)")
-        from .client import resolve
+        from .client import endpoint_metadata, resolve
 
         target = resolve(self.getOrDefault(self.endpoint), self._auth_token)
-        outputs = self._resolve_outputs(target)
+        metadata = functools.cache(lambda: endpoint_metadata(target))  # asked once, when needed at all
+        outputs = self._resolve_outputs(metadata)
         features = self.getOrDefault(self.featuresCol)
         if features not in dataset.columns:
             raise ValueError(f"no column {features!r} in the DataFrame (columns: {dataset.columns})")
@@ -278,7 +281,7 @@ class EndpointModel(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         # Only the features cross into Python (an iterator Arrow UDF), as array<float> when the vectors are
         # dense-able: Spark's VectorUDT → Arrow conversion otherwise costs more than the endpoint calls.
         column = F.col(features)
-        if isinstance(dataset.schema[features].dataType, VectorUDT) and self._dense_features(target):
+        if isinstance(dataset.schema[features].dataType, VectorUDT) and self._dense_features(metadata):
             column = F.when(column.isNull(), F.lit(None)).otherwise(vector_to_array(column, "float32"))
         from pyspark.sql.pandas.functions import ArrowUDFType
 
@@ -289,12 +292,10 @@ class EndpointModel(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         scored = dataset.withColumn(scored_col, udf(column))
         return scored.select(*[F.col(c) for c in dataset.columns], *[F.col(f"{scored_col}.{f.name}") for f in extra])
 
-    def _dense_features(self, target) -> bool:
+    def _dense_features(self, metadata) -> bool:
         """Whether to send vectors as array<float>: when the endpoint says it takes at most 4096 features."""
-        from .client import endpoint_metadata
-
         try:
-            dims = [m.get("feature_dim") for m in endpoint_metadata(target).values() if isinstance(m, dict)]
+            dims = [m.get("feature_dim") for m in metadata().values() if isinstance(m, dict)]
         except Exception:  # noqa: BLE001 - no metadata: keep the vectors as they are
             return False
         return bool(dims) and all(isinstance(d, int) and 0 < d <= 4096 for d in dims)
@@ -423,7 +424,7 @@ class ScoringPlan:
             raise EndpointCallError(
                 f"endpoint {self.url} answered {message} for a batch of {stop - start} rows"
             )
-        if status < 500 and stop - start > 1:  # isolate the rows at fault
+        if status in ROW_FAULT_STATUSES and stop - start > 1:  # isolate the rows at fault
             middle = (start + stop) // 2
             return self.call(rows, start, middle) + self.call(rows, middle, stop)
         return [Segment(start, stop, None, variant, message)]

@@ -193,7 +193,8 @@ final class PartitionScorer(plan: ScoringPlan, input: Iterator[Row]) extends Ite
       }
       val message = if (unreachable) s"no answer after $attempts: ${answer.text}"
         else s"${answer.status}: ${answer.text.take(1000)}"
-      if (answer.status >= 400 && answer.status < 500 && answer.status != 429 && n > 1) {
+      // only answers the rows can cause (unparsable row, body too large) are worth splitting the batch for
+      if ((answer.status == 400 || answer.status == 413) && n > 1) {
         val middle = (start + stop) / 2 // isolate the rows at fault
         call(batch, start, middle) ++ call(batch, middle, stop)
       } else Seq(Segment(start, stop, null, answer.variant, message))
