@@ -51,6 +51,9 @@ def test_validation_names_the_fault(spark_ml_home, tmp_path):
         ProductionVariant("a b", "m")
     with pytest.raises(ValueError, match="1-63 letters"):
         hosting.create_model("bad name", url="http://x")
+    for url in ("https://models.example:8443", "http://127.0.0.1:9/v1/model"):  # the router speaks plain HTTP at /
+        with pytest.raises(ValueError, match=r"url must be http://host\[:port\]"):
+            hosting.create_model("remote2", url=url)
     with pytest.raises(ValueError, match="min_capacity <= max_capacity"):
         ScalingPolicy(min_capacity=3, max_capacity=2)
     paths = write_models(str(tmp_path / "m"))

@@ -97,6 +97,8 @@ def create_model(
         raise ValueError("give url alone, or model_data and/or command")
     if not (url or model_data or command):
         raise ValueError("a model needs model_data (an artifact), a command, or a url")
+    if url:
+        _check_model_url(url)
     if model_data and not command:
         from algorithms.artifact import read_manifest
 
@@ -527,3 +529,13 @@ class _closing:
 
     def __exit__(self, *exc) -> None:
         self.registry.close()
+
+
+def _check_model_url(url: str) -> None:
+    """The router forwards plain HTTP/1.1 to host:port: refuse what it would get wrong, at creation."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or parts.path.strip("/") or parts.query:
+        raise ValueError(f"url must be http://host[:port] (a server answering /ping and /invocations at its "
+                         f"root; the router speaks plain HTTP), got {url!r}")
