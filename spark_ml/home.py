@@ -63,3 +63,14 @@ def registry_path() -> Path:
 def default_model_store() -> str:
     """Models of local runs: ``$SPARK_ML_HOME/models``."""
     return str(subdir("models"))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (someone else's counts: it is not ours to judge)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .home import connect
+from .home import connect, pid_alive
 
 IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "Failed", "Stopping", "Stopped"
 TERMINAL = (COMPLETED, FAILED, STOPPED)
@@ -188,7 +188,7 @@ def request_stop(name: str) -> TrainingJob:
     job = get(name)
     if job.status in TERMINAL:
         return job
-    if job.driver_host == socket.gethostname() and job.driver_pid and not _alive(job.driver_pid):
+    if job.driver_host == socket.gethostname() and job.driver_pid and not pid_alive(job.driver_pid):
         return finish(name, STOPPED, failure_reason="stopped by the user (its driver process had exited)")
     with _db() as conn:
         conn.execute("UPDATE training_jobs SET status = ? WHERE name = ? AND status = ?", (STOPPING, name, IN_PROGRESS))
@@ -200,12 +200,3 @@ def stop_requested(name: str) -> bool:
         row = conn.execute("SELECT status FROM training_jobs WHERE name = ?", (name,)).fetchone()
     return row is not None and row["status"] == STOPPING
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from algorithms.serving.server import is_loopback
 
-from ..home import subdir
+from ..home import pid_alive, subdir
 from .registry import (
     ACTIVE_STATUSES,
     DELETE,
@@ -114,17 +114,17 @@ def create_model(
 
 
 def describe_model(name: str) -> HostedModel:
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         return r.model(name)
 
 
 def list_models() -> list[HostedModel]:
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         return r.models()
 
 
 def delete_model(name: str) -> None:
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         r.delete_model(name)
 
 
@@ -140,24 +140,24 @@ def create_endpoint_config(name: str, variants: list[ProductionVariant]) -> Endp
         raise ValueError(f"variant names repeat: {names}")
     if sum(float(v.initial_weight) for v in variants) <= 0:
         raise ValueError("at least one variant needs a positive initial_weight")
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         for v in variants:
             r.model(v.model)  # NotFound names the missing model
         return r.add_config(EndpointConfig(name, list(variants)))
 
 
 def describe_endpoint_config(name: str) -> EndpointConfig:
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         return r.config(name)
 
 
 def list_endpoint_configs() -> list[EndpointConfig]:
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         return r.configs()
 
 
 def delete_endpoint_config(name: str) -> None:
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         r.delete_config(name)
 
 
@@ -209,7 +209,7 @@ def create_endpoint(
         "graceful_timeout": float(graceful_timeout),
         "threads": int(threads_per_instance),
     }
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         config = r.config(config_name)
         for v in config.variants:
             r.model(v.model)
@@ -234,19 +234,19 @@ def _launch_supervisor(name: str, run_dir: str) -> int:
         timeout=60,
     )
     if done.returncode != 0 or not done.stdout.strip().isdigit():
-        with _closing(_registry()) as r:
+        with contextlib.closing(_registry()) as r:
             r.update_endpoint(
                 name, status=FAILED, failure_reason=f"the supervisor did not start: {done.stderr[-2000:]}"
             )
         raise EndpointError(f"endpoint {name}: the supervisor did not start: {done.stderr[-2000:]}")
     pid = int(done.stdout.strip())
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         r.update_endpoint(name, supervisor_pid=pid)
     return pid
 
 
 def describe_endpoint(name: str) -> EndpointDescription:
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         record = r.endpoint(name)
         if (
             record.status in ACTIVE_STATUSES
@@ -296,14 +296,14 @@ def describe_endpoint(name: str) -> EndpointDescription:
 
 
 def list_endpoints() -> list[EndpointDescription]:
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         names = [e.name for e in r.endpoints()]
     return [describe_endpoint(n) for n in names]
 
 
 def endpoint_token(name: str) -> str | None:
     """The bearer token of an endpoint (None when it needs none)."""
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         return r.endpoint(name).token
 
 
@@ -313,7 +313,7 @@ def wait_for_endpoint(
     """Wait until the endpoint is InService (and has applied ``generation``); raise if it fails."""
     deadline = time.monotonic() + timeout
     while True:
-        with _closing(_registry()) as r:
+        with contextlib.closing(_registry()) as r:
             record = r.endpoint(name)
         if record.status == FAILED:
             raise EndpointError(f"endpoint {name} failed: {record.failure_reason}")
@@ -349,7 +349,7 @@ def update_endpoint(
     If the new config's instances fail to start, the endpoint keeps serving its old config and the
     failure is reported (raised with ``wait``; in ``failure_reason`` otherwise).
     """
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         record = r.endpoint(name)
         _require_running(record)
         config = r.config(config_name)
@@ -377,7 +377,7 @@ def update_endpoint_weights_and_capacities(
     SageMaker's list ``[{"VariantName", "DesiredWeight", "DesiredInstanceCount"}]``.
     """
     changes = _normalize_desired(desired)
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         _require_running(r.endpoint(name))
         generation = r.request_capacity(name, changes)
     return wait_for_endpoint(name, wait_timeout, generation) if wait else describe_endpoint(name)
@@ -410,13 +410,13 @@ def put_scaling_policy(
 ) -> ScalingPolicy:
     """Target tracking for a variant (fields of :class:`ScalingPolicy`, e.g. ``target_value=70``)."""
     policy = policy or ScalingPolicy(**fields)
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         r.put_policy(endpoint, variant, policy)
     return policy
 
 
 def delete_scaling_policy(endpoint: str, variant: str) -> None:
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         r.delete_policy(endpoint, variant)
 
 
@@ -426,7 +426,7 @@ def stop_endpoint(name: str, timeout: float = 60.0) -> None:
 
 
 def start_endpoint(name: str, *, wait: bool = True, wait_timeout: float = 300.0) -> EndpointDescription:
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         record = r.endpoint(name)
         if record.status in ACTIVE_STATUSES and _supervisor_alive(record.supervisor_pid, name):
             raise ValueError(f"endpoint {name} is already running ({record.status})")
@@ -453,7 +453,7 @@ def delete_endpoint(name: str, timeout: float = 60.0) -> None:
 
 
 def _stop(name: str, how: int, timeout: float) -> None:
-    with _closing(_registry()) as r:
+    with contextlib.closing(_registry()) as r:
         record = r.endpoint(name)
         pid = record.supervisor_pid
         if pid and _supervisor_alive(pid, name):
@@ -489,14 +489,8 @@ def _kill_group(pid: int) -> None:
 
 
 def _supervisor_alive(pid: int | None, name: str) -> bool:
-    if not pid:
+    if not pid or not pid_alive(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = f.read().split(b"\0")
@@ -518,17 +512,6 @@ def _check_name(name: str, what: str) -> None:
             f"{what} name {name!r}: 1-63 letters, digits and hyphens, not starting with a hyphen "
             "(as SageMaker requires)"
         )
-
-
-class _closing:
-    def __init__(self, registry: Registry):
-        self.registry = registry
-
-    def __enter__(self) -> Registry:
-        return self.registry
-
-    def __exit__(self, *exc) -> None:
-        self.registry.close()
 
 
 def _check_model_url(url: str) -> None:

@@ -152,7 +152,7 @@ class Supervisor:
         self.autoscale()
         if self.state_dirty:
             self.write_state()
-        if self.converged() and record.applied_generation < record.generation:
+        if record.applied_generation < record.generation and self.converged():  # the cheap test first
             self.registry.update_endpoint(self.name, applied_generation=record.generation, status=IN_SERVICE)
 
     # pools ---------------------------------------------------------------------------------------
