@@ -2,9 +2,9 @@
 
 Measured on the 2-core box, a uvicorn ASGI app forwarding through aiohttp spent ~0.8 ms of CPU per
 1,000-row request, half of what the model instance itself spent, so the router halved the
-endpoint's throughput. Here a request costs a few parser callbacks and two ``writelines`` calls: the
-body chunks received from the client are written to the instance as they are (no joining, no
-re-encoding), and the instance's answer goes back the same way. HTTP/1.1 keep-alive on both sides;
+endpoint's throughput. Here a request costs a few parser callbacks and one write per direction: the
+body chunks received from the client go to the instance behind a new head, joined into one buffer (one
+copy, no re-encoding), and the instance's answer goes back the same way. HTTP/1.1 keep-alive on both sides;
 upstream connections are pooled per instance.
 """
 
