@@ -79,7 +79,6 @@ def to_channel(df: DataFrame, path: str, featuresCol: str = "features", labelCol
     if shardSizeBytes is not None:
         writer = writer.option("shardSizeBytes", str(shardSizeBytes))
     try:
-        _activate_in_jvm_thread(df.sparkSession)
         writer.save(path)
     except Exception as exc:
         reason = _write_error_reason(exc)
@@ -87,18 +86,6 @@ def to_channel(df: DataFrame, path: str, featuresCol: str = "features", labelCol
             raise
         raise ChannelWriteError(reason) from None
     return Channel.open(path, distribution=distribution)
-
-
-def _activate_in_jvm_thread(spark: SparkSession) -> None:
-    """Make ``spark`` the active session of the JVM thread py4j runs this call on.
-
-    Spark looks Python data sources up through the thread's active session; a call from another Python
-    thread (CrossValidator fits in a thread pool) lands on a JVM thread without one, and the write then
-    fails with ClassNotFoundException: recordio-protobuf.DefaultSource. Spark Connect sessions need nothing.
-    """
-    jsession = getattr(spark, "_jsparkSession", None)
-    if jsession is not None:
-        spark._jvm.org.apache.spark.sql.SparkSession.setActiveSession(jsession)
 
 
 def _write_error_reason(exc: Exception) -> str | None:

@@ -167,13 +167,26 @@ def _variant_spec(text: str, default_name: str) -> tuple[str, str, int, float]:
     name, sep, rest = text.partition("=")
     if not sep:
         name, rest = default_name, text
-    parts = rest.split(":")
-    path, count, weight = parts[0], 1, 1.0
-    if len(parts) > 1 and parts[1]:
-        count = int(parts[1])
-    if len(parts) > 2 and parts[2]:
-        weight = float(parts[2])
+    # PATH[:COUNT[:WEIGHT]], where PATH may be a URI with colons of its own (s3://…, hdfs://nn:8020/…): only
+    # trailing fields that are numbers (or empty) are the count and weight
+    fields = rest.split(":")
+    numbers: list[str] = []
+    while len(fields) > 1 and len(numbers) < 2 and _numeric_or_empty(fields[-1]):
+        numbers.insert(0, fields.pop())
+    path, count, weight = ":".join(fields), 1, 1.0
+    if numbers and numbers[0]:
+        count = int(numbers[0])
+    if len(numbers) > 1 and numbers[1]:
+        weight = float(numbers[1])
     return name, path, count, weight
+
+
+def _numeric_or_empty(text: str) -> bool:
+    try:
+        float(text or "0")
+    except ValueError:
+        return False
+    return True
 
 
 def cmd_create(args) -> int:

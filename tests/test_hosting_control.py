@@ -208,3 +208,12 @@ def test_metrics_page_is_summarized_per_variant():
     assert m["A"].model_latency_p50_ms == pytest.approx(1.25)  # 15th of 30 lies 1/4 into the second bucket
     assert math.isnan(m["B"].model_latency_mean_ms)
     assert _quantile([(1.0, 0.0)], 0.5) != _quantile([(1.0, 0.0)], 0.5)  # no observations: NaN
+
+
+def test_cli_variant_spec_keeps_uri_paths_whole():
+    from spark_ml.cli_endpoints import _variant_spec
+
+    assert _variant_spec("A=/m/km:2:0.5", "AllTraffic") == ("A", "/m/km", 2, 0.5)
+    assert _variant_spec("s3://bucket/models/km", "AllTraffic") == ("AllTraffic", "s3://bucket/models/km", 1, 1.0)
+    assert _variant_spec("B=hdfs://nn:8020/m:3", "AllTraffic") == ("B", "hdfs://nn:8020/m", 3, 1.0)
+    assert _variant_spec("/m/x::0.3", "AllTraffic") == ("AllTraffic", "/m/x", 1, 0.3)

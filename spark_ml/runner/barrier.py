@@ -96,20 +96,26 @@ class BarrierCollectives(Collectives):
 
         acceptor = threading.Thread(target=accept_all, daemon=True)
         acceptor.start()
-        for rank, peer in enumerate(peers):
-            if rank == self.rank:
-                continue
-            sock = socket.create_connection((peer["host"], peer["port"]), timeout=CONNECT_TIMEOUT)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(_HELLO.pack(self.rank, _mac(key, self.rank)))
-            sock.settimeout(None)
-            self._send[rank] = sock
+        try:
+            for rank, peer in enumerate(peers):
+                if rank == self.rank:
+                    continue
+                sock = socket.create_connection((peer["host"], peer["port"]), timeout=CONNECT_TIMEOUT)
+                self._send[rank] = sock
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.sendall(_HELLO.pack(self.rank, _mac(key, self.rank)))
+                sock.settimeout(None)
+        except OSError as exc:
+            errors.append(exc)
+            with contextlib.suppress(OSError):  # wakes the acceptor: a reused Python worker keeps nothing open
+                listener.shutdown(socket.SHUT_RDWR)
         acceptor.join()
         listener.close()
+        self._recv = accepted
         if errors or len(accepted) != self.world_size - 1:
+            self._close()
             raise ConnectionError(f"worker {self.rank} could not connect to every other worker: "
                                   f"{errors[0] if errors else 'missing peers'}")
-        self._recv = accepted
 
     # frames -----------------------------------------------------------------------------------------------
     def _exchange(self, kind: bytes, payload: bytes) -> list[tuple[bytes, bytes]]:

@@ -63,6 +63,9 @@ def run_worker(spec: WorkerSpec, context) -> dict:
     import json
 
     started = time.time()
+    # Spark reuses Python workers: put the device list back afterwards, or the next task on this process
+    # (another job, other GPUs) would start from this one's
+    visible_before = os.environ.get("CUDA_VISIBLE_DEVICES")
     rank = context.partitionId()
     attempt = context.attemptNumber()
     infos = context.getTaskInfos()
@@ -111,6 +114,10 @@ def run_worker(spec: WorkerSpec, context) -> dict:
                 collectives.fail(reason)
         result.update(status=FAILED, reason=reason, detail=traceback.format_exc()[-8000:])
     finally:
+        if visible_before is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible_before
         result["events"] = json.dumps(reporter.close())
         result["seconds"] = time.time() - started
         shutil.rmtree(workdir, ignore_errors=True)
