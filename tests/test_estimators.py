@@ -158,6 +158,10 @@ def test_fit_on_channels_and_model_persistence(spark, spark_ml_home, tmp_path):
     frame = _df(spark, x[400:], data.target[400:], partitions=1)
     assert [r.score for r in model.transform(frame).collect()] == [r.score for r in loaded.transform(frame).collect()]
     np.testing.assert_array_equal(loaded.coefficients, model.coefficients)
+    # saved back over the folder it was loaded from: overwrite must not delete the artifact before reading it
+    loaded.write().overwrite().save(str(tmp_path / "ll"))
+    again = spark_ml.LinearLearnerBinaryClassifierModel.load(str(tmp_path / "ll"))
+    np.testing.assert_array_equal(again.coefficients, model.coefficients)
 
 
 def test_cross_validator_picks_among_param_maps(spark, spark_ml_home):

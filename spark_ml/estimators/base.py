@@ -8,6 +8,8 @@ the executors over Arrow batches and adds SageMaker's output columns.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from typing import Any, ClassVar
 
 from pyspark.ml import Model
@@ -250,12 +252,26 @@ class _ParamsWriter(MLWriter):
         self.instance = instance
         self.artifact = artifact
 
+    def save(self, path: str) -> None:
+        if not self.artifact:
+            super().save(path)
+            return
+        location = self.instance.getOrDefault(self.instance.modelLocation)
+        with tempfile.TemporaryDirectory(prefix="spark-ml-save-") as held:
+            local, manifest = fetch(location, into=held)  # a remote artifact lands in `held`, removed after
+            if local != held and self.shouldOverwrite:
+                # overwrite deletes `path` before saveImpl runs, and the artifact may live there (a model
+                # loaded from `path` and saved back): hold a copy
+                shutil.copytree(local, held, dirs_exist_ok=True)
+                local = held
+            self._staged = (local, manifest)
+            super().save(path)
+
     def saveImpl(self, path: str) -> None:
         spark = self.sparkSession
         extra = None
         if self.artifact:
-            location = self.instance.getOrDefault(self.instance.modelLocation)
-            local, manifest = fetch(location)
+            local, manifest = self._staged
             target = fsutil.join(path, "artifact")
             from algorithms.artifact import write_artifact
 
