@@ -147,7 +147,7 @@ def fetch(location: str, into: str | None = None) -> tuple[str, ArtifactManifest
     if fsutil.is_local(fs):
         return root, manifest
     into = into or tempfile.mkdtemp(prefix="spark-ml-model-")
-    for name in manifest.files:
+    for name in [*manifest.files, MANIFEST]:  # the manifest too: the copy is a complete artifact folder
         local = os.path.join(into, *name.split("/"))
         os.makedirs(os.path.dirname(local), exist_ok=True)
         with fs.open_input_stream(_child(fs, root, name)) as f_in, open(local, "wb") as f_out:

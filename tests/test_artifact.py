@@ -162,3 +162,19 @@ def test_any_array_name_survives(tmp_path):
         np.testing.assert_array_equal(got[k], v)
     with np.load(io.BytesIO(artifact.npz_bytes(arrays)), allow_pickle=False) as z:
         assert set(z.files) == set(arrays)
+
+
+def test_fetching_a_remote_artifact_copies_a_complete_folder(tmp_path, monkeypatch):
+    import pyarrow.fs as pafs
+
+    src = model_dir(tmp_path)
+    dest = str(tmp_path / "store" / "model-1")
+    artifact.write_artifact(src, manifest(), dest)
+    remote = pafs.SubTreeFileSystem("/", pafs.LocalFileSystem())  # not a LocalFileSystem: fetched as remote
+    monkeypatch.setattr(artifact.fsutil, "resolve", lambda location, filesystem=None: (remote, location))
+    into = str(tmp_path / "copy")
+    local, got = artifact.fetch(dest, into=into)
+    assert local == into
+    assert sorted(os.listdir(into)) == ["booster.json", "manifest.json", "model.npz"]
+    monkeypatch.undo()
+    assert artifact.read_manifest(into).files == got.files

@@ -12,6 +12,7 @@ import os
 import tempfile
 import threading
 import uuid
+from collections import OrderedDict
 
 import numpy as np
 import pyarrow as pa
@@ -25,16 +26,18 @@ from algorithms.artifact import fetch
 
 from ..arrow_vectors import ColumnError, matrix_to_arrow, vectors_from_arrow
 
-_cache: dict[str, object] = {}
+_cache: OrderedDict[str, object] = OrderedDict()  # the models this worker process scored with last
+_CACHED_MODELS = 4  # a Pipeline's few models, alternating task by task, stay loaded; memory stays bounded
 _lock = threading.Lock()
 
 
 def artifact_files(location: str) -> dict[str, bytes]:
-    local, manifest = fetch(location)
-    files = {"manifest.json": open(os.path.join(local, "manifest.json"), "rb").read()}  # noqa: SIM115
-    for name in manifest.files:
-        with open(os.path.join(local, *name.split("/")), "rb") as f:
-            files[name] = f.read()
+    with tempfile.TemporaryDirectory(prefix="spark-ml-artifact-") as held:  # a remote artifact lands here
+        local, manifest = fetch(location, into=held)
+        files = {"manifest.json": open(os.path.join(local, "manifest.json"), "rb").read()}  # noqa: SIM115
+        for name in manifest.files:
+            with open(os.path.join(local, *name.split("/")), "rb") as f:
+                files[name] = f.read()
     return files
 
 
@@ -44,15 +47,17 @@ def _load(files: dict[str, bytes], key: str):
         if model is None:
             from algorithms.models import load_model
 
-            folder = tempfile.mkdtemp(prefix="spark-ml-scoring-")
-            for name, data in files.items():
-                path = os.path.join(folder, *name.split("/"))
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, "wb") as f:
-                    f.write(data)
-            model = load_model(folder)
-            _cache.clear()  # one model per worker process at a time keeps memory bounded
+            with tempfile.TemporaryDirectory(prefix="spark-ml-scoring-") as folder:  # models load into memory
+                for name, data in files.items():
+                    path = os.path.join(folder, *name.split("/"))
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    with open(path, "wb") as f:
+                        f.write(data)
+                model = load_model(folder)
             _cache[key] = model
+            while len(_cache) > _CACHED_MODELS:
+                _cache.popitem(last=False)
+        _cache.move_to_end(key)
         return model
 
 
