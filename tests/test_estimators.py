@@ -21,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 import spark_ml
 from algorithms.batch import Batch
 from spark_ml import jobs
+from spark_ml.estimators.channel_fit import wait_for_staging_cleanup
 from spark_ml.estimators.params import ParamError
 
 
@@ -54,11 +55,20 @@ def test_kmeans_inertia_matches_sklearn_and_transform_matches_the_model(spark, s
     assert job.status == jobs.COMPLETED and job.num_workers == 2 and job.hyperparameters["k"] == "10"
 
 
-def test_pca_explained_variance_matches_sklearn(spark, spark_ml_home, digits):
+def test_pca_explained_variance_matches_sklearn(spark, spark_ml_home, digits, tmp_path):
     x, _ = digits
-    model = spark_ml.PCA(numComponents=5, showProgress=False).fit(_df(spark, x))
+    staging = tmp_path / "staging"
+    model = spark_ml.PCA(numComponents=5, showProgress=False, stagingDir=str(staging)).fit(_df(spark, x))
+    wait_for_staging_cleanup(timeout=60)
+    assert list(staging.iterdir()) == []  # the channel written for the fit is gone, the model is not
     reference = SkPCA(5).fit(x)
     np.testing.assert_allclose(model.explainedVariance, reference.explained_variance_, rtol=1e-5)
+    kept = spark_ml.PCA(numComponents=5, numWorkers=2, showProgress=False, stagingDir=str(staging),
+                        deleteStagingData=False).fit(_df(spark, x))
+    wait_for_staging_cleanup(timeout=60)
+    (folder,) = staging.iterdir()
+    assert spark_ml.Channel.open(str(folder / "train")).num_records == len(x)
+    np.testing.assert_allclose(kept.explainedVariance, reference.explained_variance_, rtol=1e-5)
     assert model.pcaComponents.shape == (64, 5)
     projection = model.transform(_df(spark, x[:20], partitions=1)).collect()
     got = np.array([r.projection.toArray() for r in projection])

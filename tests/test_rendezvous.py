@@ -148,3 +148,67 @@ def test_closing_the_monitor_releases_a_waiting_worker(monitor):
         wait_until_joined(point, 1)
         point.close()
         assert waiting.result(timeout=5) == {"fallback": True}
+
+
+def ok_row(rank: int) -> dict:
+    return {"rank": rank, "status": "ok", "model_location": "/m" if rank == 0 else None}
+
+
+def test_every_worker_handing_in_success_completes_the_job_once(monitor):
+    point = monitor.meeting_point
+    delivered = []
+    point.on_results = delivered.append
+    meetings, _ = meet_all(2, [monitor.url] * 2, monitor.token)
+    # a stranger's key and a failure do not count; each success counts once, in rank order
+    point.report({"rank": 0, "key": "0" * 32, "result": ok_row(0)})
+    point.report({"rank": 1, "key": rendezvous.attempt_key(meetings[1].secret),
+                  "result": {"rank": 1, "status": "failed"}})
+    rendezvous.report_result(monitor.url, monitor.token, meetings[1], 1, ok_row(1))  # over HTTP
+    assert delivered == []
+    rendezvous.report_result(monitor.url, monitor.token, meetings[0], 0, ok_row(0))
+    assert delivered == [[ok_row(0), ok_row(1)]]
+    rendezvous.report_result(monitor.url, monitor.token, meetings[0], 0, ok_row(0))
+    assert len(delivered) == 1
+
+
+def test_results_of_a_replaced_attempt_do_not_count():
+    point = MeetingPoint(wait_seconds=10)
+    delivered = []
+    point.on_results = delivered.append
+    with ThreadPoolExecutor(2) as pool:
+        first = [pool.submit(point.join, join(10 + r, r)) for r in range(2)]
+        old = first[0].result(timeout=5)
+        second = [pool.submit(point.join, join(12 + r, r)) for r in range(2)]  # Spark re-ran the stage
+        new = second[0].result(timeout=5)
+        second[1].result(timeout=5)
+    old_key = rendezvous.attempt_key(bytes.fromhex(old["secret"]))
+    point.report({"rank": 0, "key": old_key, "result": ok_row(0)})
+    point.report({"rank": 1, "key": old_key, "result": ok_row(1)})
+    assert delivered == []
+    new_key = rendezvous.attempt_key(bytes.fromhex(new["secret"]))
+    for rank in range(2):
+        point.report({"rank": rank, "key": new_key, "result": ok_row(rank)})
+    assert [[r["rank"] for r in rows] for rows in delivered] == [[0, 1]]
+
+
+def test_a_rerun_after_the_driver_concluded_does_not_train(monitor):
+    from spark_ml.runner.barrier import BarrierCollectives
+
+    monitor.meeting_point.conclude()
+    shared = board(1)
+    with pytest.raises(rendezvous.JobConcluded):
+        meet(FakeBarrierContext(0, 2, shared), "127.0.0.1", 5000, monitor.url, monitor.token)
+
+    class OneWorker(FakeBarrierContext):
+        def getTaskInfos(self) -> list:  # noqa: N802
+            return [type("Info", (), {"address": "127.0.0.1:1"})()]
+
+    with pytest.raises(rendezvous.JobConcluded):
+        BarrierCollectives(OneWorker(0, 1, shared), "127.0.0.1", monitor.url, monitor.token)
+    assert shared["calls"] == 0
+
+
+def test_a_single_worker_without_a_driver_meets_nobody():
+    shared = board(1)
+    meeting = meet(FakeBarrierContext(0, 1, shared), "127.0.0.1", 0, None, None)
+    assert meeting.place == "alone" and shared["calls"] == 0

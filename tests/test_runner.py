@@ -51,7 +51,12 @@ def _script_request(channel, source_dir, entry="train.py", hyperparameters=None,
                            progress=False, **kw)
 
 
-def test_builtin_on_two_workers_completes_and_is_recorded(spark, spark_ml_home, cancer_channel):
+def test_builtin_on_two_workers_completes_and_is_recorded(spark, spark_ml_home, cancer_channel, monkeypatch):
+    from spark_ml.runner.rendezvous import MeetingPoint
+
+    handed_in = []
+    report = MeetingPoint.report
+    monkeypatch.setattr(MeetingPoint, "report", lambda self, body: (handed_in.append(body), report(self, body)))
     channel, x, y = cancer_channel
     hps = {"feature_dim": "30", "num_factors": "4", "predictor_type": "binary_classifier", "epochs": "10",
            "mini_batch_size": "20", "linear_lr": "0.01", "factors_lr": "0.001", "bias_lr": "0.01"}
@@ -67,6 +72,9 @@ def test_builtin_on_two_workers_completes_and_is_recorded(spark, spark_ml_home, 
     assert any("worker 1/2" in line["line"] for line in jobs.logs(result.job_name))
     # the workers met at the driver's monitor, not through Spark's (one-second) allGather
     assert sum(", met via driver)" in line["line"] for line in jobs.logs(result.job_name)) == 2
+    # and handed their results in there (the driver need not wait for Spark to finish the stage)
+    assert sorted(b["rank"] for b in handed_in if b["result"]["status"] == "ok") == [0, 1]
+    assert {b["result"]["model_location"] for b in handed_in} == {result.model_location, None}
     model = load_model(result.model_location)
     accuracy = (model.predict(Batch(x.astype(np.float32)))["predicted_label"] == y).mean()
     assert accuracy > 0.95

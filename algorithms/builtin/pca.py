@@ -16,8 +16,10 @@ describe, is far from the true variances on data whose spectrum decays slowly (t
 scikit-learn's digits), hence the refinement passes; ``extra_components`` still trades memory for speed
 of convergence.
 
-Both modes give results that do not depend on the mini-batch size; rows stream in mini-batches (slices
-of the reader's decoded chunks, so small ones cost no extra decoding). Components are ordered by
+Both modes give results that do not depend on how rows are grouped, so rows stream in blocks of
+``max(mini_batch_size, BLOCK_ROWS)`` (slices of the reader's decoded chunks, never copied together): a
+block's float64 copy stays in cache, and per-block Python overhead is paid ~250 times per million rows
+instead of 2,000 times at SageMaker's default mini-batch of 500. Components are ordered by
 decreasing singular value and their signs fixed so that each component's largest-magnitude loading is
 positive (as scikit-learn does), so the same data gives the same model whatever the worker count or
 input layout.
@@ -38,6 +40,7 @@ from ._backend import ArrayBackend, backend_for
 from .base import Algorithm, Model, Output
 
 MODES = ("regular", "randomized")
+BLOCK_ROWS = 4096
 RITZ_TOL = 1e-4
 MAX_PASSES = 10
 _SEED = 0x5CA
@@ -47,7 +50,7 @@ HYPERPARAMETERS = HyperparameterSpec([
     Hyperparameter("feature_dim", int, low=1,
                    doc="Number of features; required unless the train channel's manifest records it."),
     Hyperparameter("mini_batch_size", int, default=500, low=1,
-                   doc="Rows per mini-batch (the smallest read unit; results do not depend on it)."),
+                   doc="Rows per block, at least; results do not depend on it (rows are summed)."),
     Hyperparameter("algorithm_mode", str, default="regular", choices=MODES,
                    doc="regular: exact, d×d scatter matrix; randomized: d×ℓ sketch refined over passes."),
     Hyperparameter("subtract_mean", bool, default=True,
@@ -171,6 +174,9 @@ class PCA(Algorithm):
             _check_components(values["num_components"], values["feature_dim"])
         return values
 
+    def block_rows(self) -> int:
+        return max(self.batch_size(), BLOCK_ROWS)
+
     # The streaming contract -------------------------------------------------------------------------
     def init(self) -> State:
         d = self.feature_dim
@@ -257,7 +263,7 @@ class PCA(Algorithm):
         train = self.env.require_channel("train")
         state = self.init()
         seen = 0
-        for batch in train.batches(self.batch_size()):
+        for batch in train.blocks(self.block_rows()):
             state = self.update(state, batch)
             seen += len(batch)
             self.env.reporter.progress(seen, self.passes, train.num_records)
@@ -335,7 +341,7 @@ class PCA(Algorithm):
         collectives = self.env.collectives
         totals = np.zeros(3)  # Σ‖x-μ‖², Σ‖projection‖², records
         mean = model.mean.ravel()
-        for batch in test.worker_batches(self.batch_size(), collectives.rank, collectives.world_size):
+        for batch in test.worker_batches(self.block_rows(), collectives.rank, collectives.world_size):
             model.check_features(batch)
             x = batch.features
             if sp.issparse(x):

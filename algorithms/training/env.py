@@ -46,6 +46,16 @@ class ChannelInput:
 
         return iter_text_batches(self.files, self.content_type, batch_size, feature_dim=self.feature_dim)
 
+    def blocks(self, max_rows: int) -> Iterator[Batch]:
+        """Batches of at most ``max_rows`` records, of varying size: slices of the reader's decoded chunks, never
+        joined across them. For algorithms whose result does not depend on how rows are grouped (sums)."""
+        if base_content_type(self.content_type) == RECORDIO_PROTOBUF:
+            from ..reader import iter_file_batches
+
+            return (block for path in self.files
+                    for block in iter_file_batches(path, max_rows, feature_dim=self.feature_dim))
+        return self.batches(max_rows)
+
     def worker_batches(self, batch_size: int, rank: int, world_size: int) -> Iterator[Batch]:
         """This worker's share of the channel, for work split among workers (evaluation): its own shards, or
         for a FullyReplicated channel every ``world_size``-th file (every ``world_size``-th batch if there are

@@ -3,6 +3,7 @@ channels (timed, cleaned up afterwards), and pick the model store."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from abc import abstractmethod
@@ -18,6 +19,22 @@ from .locations import default_model_store, default_staging_dir
 from .params import CommonParams, ParamError
 
 REQUIRED, IF_PRESENT, NONE = "required", "if-present", "none"  # label handling when staging a DataFrame
+_CLEANUPS: list[threading.Thread] = []
+_CLEANUPS_LOCK = threading.Lock()
+
+
+def wait_for_staging_cleanup(timeout: float | None = None) -> None:
+    """Until the staged channels of finished fits are deleted (they are removed in the background)."""
+    with _CLEANUPS_LOCK:
+        pending = list(_CLEANUPS)
+    for thread in pending:
+        thread.join(timeout)
+
+
+def _delete_all(paths: list[str]) -> None:
+    for path in paths:
+        fs, inner = fsutil.resolve(path)
+        fsutil.delete_dir_quietly(fs, inner)
 
 
 class ChannelFitEstimator(Estimator, CommonParams):
@@ -78,10 +95,13 @@ class ChannelFitEstimator(Estimator, CommonParams):
         return channel
 
     def _discard_staged(self, staged: list[str]) -> None:
-        if self.getOrDefault(self.deleteStagingData):
-            for path in staged:
-                fs, inner = fsutil.resolve(path)
-                fsutil.delete_dir_quietly(fs, inner)
+        """Delete the staged channels in the background: the model does not need them, and removing a large
+        channel takes tens of milliseconds locally (more on object stores). Interpreter exit waits for it."""
+        if self.getOrDefault(self.deleteStagingData) and staged:
+            thread = threading.Thread(target=_delete_all, args=(list(staged),), name="spark-ml-staging-cleanup")
+            with _CLEANUPS_LOCK:
+                _CLEANUPS[:] = [t for t in _CLEANUPS if t.is_alive()] + [thread]
+            thread.start()
 
     def _model_store(self, spark) -> str:
         return self.getOrDefault(self.modelStore) if self.isDefined(self.modelStore) else default_model_store(spark)

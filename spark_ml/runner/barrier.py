@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from algorithms.training.collectives import Collectives
 
-from .rendezvous import meet
+from .rendezvous import OK, Meeting, meet, report_result
 
 DATA, FAILED, ENDED, LOST = b"D", b"F", b"E", b"L"
 _HEADER = struct.Struct("!cQ")
@@ -60,11 +60,21 @@ class BarrierCollectives(Collectives):
         self.world_size = len(infos)
         self.closed = False
         self.met_via: str | None = None  # how the workers exchanged addresses: "driver" or "allGather"
+        self._meeting: Meeting | None = None
         self._send: dict[int, socket.socket] = {}
         self._recv: dict[int, socket.socket] = {}
         self._pool = ThreadPoolExecutor(max_workers=max(1, self.world_size - 1), thread_name_prefix="collective")
+        host = host or infos[self.rank].address.rsplit(":", 1)[0].strip("[]")
         if self.world_size > 1:
-            self._connect(context, host or infos[self.rank].address.rsplit(":", 1)[0].strip("[]"))
+            self._connect(context, host)
+        elif monitor_url:  # nobody to meet, but the driver learns of the attempt (see rendezvous.py)
+            self._meeting = meet(context, host, 0, monitor_url, monitor_token)
+            self.met_via = self._meeting.place
+
+    def report(self, result: dict) -> None:
+        """Hand this worker's successful result in at the driver, when the workers met there."""
+        if self._meeting is not None and self._meeting.place == "driver" and result.get("status") == OK:
+            report_result(self._monitor_url, self._monitor_token, self._meeting, self.rank, result)
 
     # setup ------------------------------------------------------------------------------------------------
     def _connect(self, context, host: str) -> None:
@@ -73,7 +83,11 @@ class BarrierCollectives(Collectives):
         listener.bind((host, 0))
         listener.listen(self.world_size)
         port = listener.getsockname()[1]
-        meeting = meet(context, host, port, self._monitor_url, self._monitor_token)
+        try:
+            meeting = self._meeting = meet(context, host, port, self._monitor_url, self._monitor_token)
+        except BaseException:
+            listener.close()
+            raise
         self.met_via = meeting.place
         peers, key = meeting.peers, meeting.secret
         accepted: dict[int, socket.socket] = {}

@@ -1,11 +1,14 @@
 """Can the cluster run ``numWorkers`` tasks at once, with the GPUs asked for? Checked before launching.
 
 Spark's barrier scheduler otherwise waits in a retry loop (15 s × 40 by default) before failing. The
-check reads only session configuration (no SparkContext), so it also works from Spark Connect.
+check reads only session configuration (no SparkContext), so it also works from Spark Connect. The settings
+it reads are static (fixed when the application starts), so they are read once per session: each read is a
+round trip to the JVM, and a fit needs them three times.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -29,7 +32,12 @@ class Capacity:
     executor_cores: int | None
     executor_gpus: float
     task_cpus: int
-    host_gpus: list[str]  # local mode: the GPUs of this machine
+    dynamic_allocation: bool = False
+
+    @property
+    def host_gpus(self) -> list[str]:
+        """Local mode: the GPUs of this machine (asked only when a job wants GPUs: it may run nvidia-smi)."""
+        return visible_gpu_addresses() if self.mode == "local" else []
 
 
 def _conf(spark, key: str, default: str | None = None) -> str | None:
@@ -40,34 +48,47 @@ def _conf(spark, key: str, default: str | None = None) -> str | None:
     return default if value in (None, "") else value
 
 
+_CACHED = "_spark_ml_capacity"
+
+
 def inspect(spark) -> Capacity:
+    cached = getattr(spark, _CACHED, None)
+    if cached is None:
+        cached = _inspect(spark)
+        with contextlib.suppress(AttributeError):  # a session that takes no attributes: read again next time
+            setattr(spark, _CACHED, cached)
+    return cached
+
+
+def _inspect(spark) -> Capacity:
     master = _conf(spark, "spark.master", "local[*]")
     task_cpus = int(_conf(spark, "spark.task.cpus", "1"))
     executor_gpus = float(_conf(spark, "spark.executor.resource.gpu.amount", "0"))
+    dynamic = str(_conf(spark, "spark.dynamicAllocation.enabled", "false")).lower() == "true"
     match = re.fullmatch(r"local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]", master)
     if match:
         workers, cores = int(match.group(1)), int(match.group(2))
         return Capacity(master, "local-cluster", workers * (cores // task_cpus), workers, cores, executor_gpus,
-                        task_cpus, [])
+                        task_cpus, dynamic)
     match = re.fullmatch(r"local(?:\[\s*(\*|\d+)\s*(?:,\s*\d+\s*)?\])?", master)
     if match:
         threads = match.group(1)
         n = (os.cpu_count() or 1) if threads == "*" else int(threads or 1)
-        return Capacity(master, "local", n // task_cpus, 1, n, 0.0, task_cpus, visible_gpu_addresses())
+        return Capacity(master, "local", n // task_cpus, 1, n, 0.0, task_cpus, dynamic)
     instances = _conf(spark, "spark.executor.instances")
-    if str(_conf(spark, "spark.dynamicAllocation.enabled", "false")).lower() == "true":
+    if dynamic:
         instances = _conf(spark, "spark.dynamicAllocation.maxExecutors", instances)
     cores = _conf(spark, "spark.executor.cores")
     executors = int(instances) if instances else None
     executor_cores = int(cores) if cores else None
     slots = executors * (executor_cores // task_cpus) if executors and executor_cores else None
-    return Capacity(master, "cluster", slots, executors, executor_cores, executor_gpus, task_cpus, [])
+    return Capacity(master, "cluster", slots, executors, executor_cores, executor_gpus, task_cpus, dynamic)
 
 
 def check(spark, num_workers: int, gpus_per_worker: float) -> Capacity:
     """Fail at once, saying why, when ``num_workers`` barrier tasks (with their GPUs) cannot all run."""
     cap = inspect(spark)
-    if str(_conf(spark, "spark.dynamicAllocation.enabled", "false")).lower() == "true":
+    if cap.dynamic_allocation:
         raise ClusterCapacityError("training runs as one barrier stage, which Spark does not allow with dynamic "
                                    "allocation; set spark.dynamicAllocation.enabled=false for this application")
     if cap.slots is not None and num_workers > cap.slots:
@@ -88,10 +109,11 @@ def _check_gpus(cap: Capacity, num_workers: int, gpus_per_worker: float) -> None
         if not float(gpus_per_worker).is_integer():
             raise ClusterCapacityError("fractional gpusPerWorker needs a cluster manager that schedules GPUs "
                                        "(local mode gives tasks whole GPUs by rank)")
-        if len(cap.host_gpus) < need:
+        host_gpus = cap.host_gpus
+        if len(host_gpus) < need:
             raise ClusterCapacityError(
                 f"numWorkers={num_workers} × gpusPerWorker={gpus_per_worker:g} needs {need:g} GPUs, but this "
-                f"machine has {len(cap.host_gpus)}; set gpusPerWorker=0 to train on CPU")
+                f"machine has {len(host_gpus)}; set gpusPerWorker=0 to train on CPU")
         return
     if cap.executor_gpus <= 0:
         raise ClusterCapacityError(

@@ -20,9 +20,10 @@ from ..home import default_model_store
 from . import capacity
 from .monitor import JobMonitor, record
 from .plan import plan_channel
+from .rendezvous import OK
 from .sessions import job_tags
 from .spec import BUILTIN, ScriptPlan, WorkerSpec
-from .worker import FAILED, OK, PEER_FAILED, RESULT_DDL, make_task
+from .worker import FAILED, PEER_FAILED, RESULT_DDL, make_task
 
 log = logging.getLogger("spark_ml.runner")
 
@@ -98,8 +99,9 @@ def run_training(spark, request: TrainingRequest) -> TrainingResult:
                       monitor_url=monitor.url if monitor else None, monitor_token=monitor.token if monitor else None,
                       script=request.script)
     started = time.time()
+    stage = None  # the Spark job, when the results came from the workers before it ended
     try:
-        rows = _run_stage(spark, cap, spec, monitor, name)
+        rows, stage = _run_stage(spark, cap, spec, monitor, name)
     except TrainingJobStopped:
         jobs.finish(name, jobs.STOPPED, failure_reason="stopped by the user")
         _discard(model_location)
@@ -114,7 +116,9 @@ def run_training(spark, request: TrainingRequest) -> TrainingResult:
         _discard(model_location)
         raise TrainingJobFailed(name, reason) from exc
     finally:
-        if monitor is not None:
+        if monitor is not None and stage is not None:
+            monitor.close_after(stage)
+        elif monitor is not None:
             monitor.close()
     jobs.set_phase(name, "training", time.time() - started)
     return _conclude(name, rows, model_location)
@@ -134,7 +138,10 @@ def _start_monitor(spark, cap: capacity.Capacity, name: str, request: TrainingRe
         return None
 
 
-def _run_stage(spark, cap, spec: WorkerSpec, monitor: JobMonitor | None, name: str) -> list[dict]:
+def _run_stage(spark, cap, spec: WorkerSpec, monitor: JobMonitor | None,
+               name: str) -> tuple[list[dict], threading.Thread | None]:
+    """The workers' result rows, and the Spark job's thread if it is still finishing (see rendezvous.py: once
+    every worker handed in a success at the monitor, Spark's remaining bookkeeping is not waited for)."""
     tag = f"spark-ml-{name}"
     frame = spark.range(0, spec.num_workers, 1, numPartitions=spec.num_workers)
     profile = capacity.resource_profile(cap, spec.gpus_per_worker)
@@ -142,6 +149,7 @@ def _run_stage(spark, cap, spec: WorkerSpec, monitor: JobMonitor | None, name: s
     # as a whole (an executor lost, a worker process killed), but never a failed barrier ResultStage.
     stage = frame.mapInArrow(make_task(spec), RESULT_DDL, barrier=True, profile=profile).repartition(1)
     box: dict = {}
+    over = threading.Event()  # the job ended, or every worker reported success to the monitor
 
     tags = job_tags(spark)
 
@@ -153,12 +161,19 @@ def _run_stage(spark, cap, spec: WorkerSpec, monitor: JobMonitor | None, name: s
             box["error"] = exc
         finally:
             tags.remove(tag)
+            over.set()
 
+    def reported(rows: list[dict]) -> None:
+        box["reported"] = rows
+        over.set()
+
+    if monitor is not None:
+        monitor.meeting_point.on_results = reported
     thread = threading.Thread(target=collect, name=f"{tag}-collect", daemon=True)
     thread.start()
     stopping = cancelled = False
-    while thread.is_alive():
-        thread.join(timeout=0.5)
+    while not over.is_set():
+        over.wait(timeout=0.5)
         if monitor is not None:
             monitor.drain()
             if monitor.failure is not None and not cancelled:
@@ -172,9 +187,11 @@ def _run_stage(spark, cap, spec: WorkerSpec, monitor: JobMonitor | None, name: s
     if cancelled:
         rank, reason = monitor.failure
         raise _WorkerFailed(f"worker {rank}: {reason}")
+    if "reported" in box:
+        return box["reported"], (thread if thread.is_alive() else None)
     if "error" in box:
         raise box["error"]
-    return box["rows"]
+    return box["rows"], None
 
 
 def _conclude(name: str, rows: list[dict], model_location: str) -> TrainingResult:

@@ -39,6 +39,11 @@ class JobMonitor:
                     body = json.loads(self.rfile.read(length))
                     if self.path.endswith("/rendezvous"):
                         answer = json.dumps(monitor.meeting_point.join(body)).encode()
+                    elif self.path.endswith("/result"):
+                        monitor.meeting_point.report(body)
+                        self.send_response(204)
+                        self.end_headers()
+                        return
                 except (ValueError, KeyError, TypeError):
                     self.send_response(400)
                     self.end_headers()
@@ -115,6 +120,23 @@ class JobMonitor:
         self.drain()
         if self._bar is not None:
             self._bar.close()
+            self._bar = None
+
+    def close_after(self, stage: threading.Thread) -> None:
+        """The driver has the results but Spark is still finishing ``stage``: stop the progress bar now, and
+        keep answering (a re-run attempt is told the job concluded) until the stage is over."""
+        self.meeting_point.conclude()
+        self.drain()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self._show_progress = False
+
+        def close_when_done() -> None:
+            stage.join()
+            self.close()
+
+        threading.Thread(target=close_when_done, name=f"{self.job_name}-monitor-close", daemon=True).start()
 
 
 def record(job_name: str, events: list[dict], echo: bool = False) -> None:

@@ -18,6 +18,7 @@ from algorithms.training.gpus import assign_local_gpus, visible_gpu_addresses
 
 from .barrier import BarrierCollectives, PeerFailed
 from .events import RemoteReporter
+from .rendezvous import OK, JobConcluded
 from .spec import BUILTIN, SCRIPT, WorkerSpec
 
 RESULT_SCHEMA = pa.schema([
@@ -27,7 +28,8 @@ RESULT_SCHEMA = pa.schema([
 ])
 RESULT_DDL = ("rank int, attempt int, status string, reason string, detail string, metrics string, events string, "
               "model_location string, host string, gpus string, seconds double")
-OK, FAILED, PEER_FAILED = "ok", "failed", "peer_failed"
+FAILED, PEER_FAILED = "failed", "peer_failed"
+CONCLUDED = "concluded"  # a re-run of the stage after the driver returned: nothing done
 
 
 def make_task(spec: WorkerSpec):
@@ -100,6 +102,8 @@ def run_worker(spec: WorkerSpec, context) -> dict:
         if rank == 0:
             result["model_location"] = write_artifact(model_dir, manifest, spec.model_location)
         result["metrics"] = json.dumps(metrics)
+    except JobConcluded as exc:
+        result.update(status=CONCLUDED, reason=str(exc))
     except PeerFailed as exc:
         if exc.lost:
             # A vanished peer (crash, killed process, lost executor) fails this task too, so that Spark re-runs
@@ -121,6 +125,8 @@ def run_worker(spec: WorkerSpec, context) -> dict:
         result["events"] = json.dumps(reporter.close())
         result["seconds"] = time.time() - started
         shutil.rmtree(workdir, ignore_errors=True)
+    if collectives is not None:
+        collectives.report(result)
     return result
 
 
