@@ -7,7 +7,8 @@ synthetic data, or ``--model`` for any artifact with 50 features. Measures, in o
 
 1. single-row CSV requests at concurrency 1: p50 / p99 latency, bare instance vs through the router;
 2. 1,000-row recordIO-protobuf and CSV requests at concurrency 8: rows/s, two bare instances (the
-   client spreads its connections over them) vs the endpoint (router + the same two instances' worth);
+   client spreads its connections over them) vs the endpoint (router + the same two instances' worth; the
+   router hands bodies to its instances through shared memory, see spark_ml/hosting/handoff.py);
 3. ``EndpointModel.transform`` of ``--rows`` rows vs scoring the same DataFrame locally in the
    executors with the Spark Model's own ``transform``.
 

@@ -130,6 +130,25 @@ class PickyModel(ToyLinearModel):
         return super().predict(batch)
 
 
+class SlowModel(ToyLinearModel):
+    """Like the linear model, but first sleeps as many seconds as the first row's first feature says, after
+    writing its pid to ``$SLOW_MARKER`` (so a test knows which instance is busy)."""
+
+    algorithm = "test-slow"
+
+    def predict(self, batch: Batch) -> dict[str, np.ndarray]:
+        import time
+
+        seconds = float(batch.dense()[0, 0]) if len(batch) else 0.0
+        if seconds > 0:
+            marker = os.environ.get("SLOW_MARKER")
+            if marker:
+                with open(marker, "w") as f:
+                    f.write(str(os.getpid()))
+            time.sleep(seconds)
+        return super().predict(batch)
+
+
 class _Moments(Algorithm):
     """Shared training pass: feature sums, label-weighted sums and counts, merged by addition."""
 
@@ -225,6 +244,16 @@ class Picky(ToyLinear):
         return PickyModel(linear.weights, float(linear.bias))
 
 
+@register
+class Slow(ToyLinear):
+    name = "test-slow"
+    model_class = SlowModel
+
+    def finalize(self, state):
+        linear = super().finalize(state)
+        return SlowModel(linear.weights, float(linear.bias))
+
+
 def write_models(root: str, feature_dim: int = 4, seed: int = 0) -> dict[str, str]:
     """Save one model of each kind under ``root``; returns their folders by algorithm."""
     rng = np.random.default_rng(seed)
@@ -237,6 +266,7 @@ def write_models(root: str, feature_dim: int = 4, seed: int = 0) -> dict[str, st
         ),
         "test-thread-report": ThreadReportModel({}, feature_dim),
         "test-picky": PickyModel(rng.normal(size=feature_dim).astype(np.float32), -0.25),
+        "test-slow": SlowModel(rng.normal(size=feature_dim).astype(np.float32), 0.1),
     }
     paths = {}
     for name, model in models.items():

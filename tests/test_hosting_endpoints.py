@@ -88,6 +88,81 @@ def test_predictions_through_the_endpoint_equal_the_models_own(endpoint, home):
             np.testing.assert_array_equal(got[name], np.asarray(values, np.float32))
 
 
+def routing_table(home, variants: set[str]):
+    from spark_ml.hosting.routes import RoutingTable
+
+    for path in (home.root / "home").rglob("routes.json"):
+        table = RoutingTable.read(str(path))
+        if {v.name for v in table.variants} == variants:
+            return table
+    raise AssertionError(f"no routing table with variants {variants}")
+
+
+def test_own_instances_take_bodies_through_shared_memory_byte_for_byte(endpoint, home):
+    from algorithms.serving.handoff import AVAILABLE
+
+    table = routing_table(home, {"A", "B"})
+    assert all(bool(i.handoff) == AVAILABLE for v in table.variants for i in v.instances)
+    instance = hosting.describe_endpoint("ab").variants[0].instances[0]
+    rows = np.random.default_rng(3).normal(size=(8000, 4)).astype(np.float32)
+    csv = ("\n".join(",".join(f"{v:.4f}" for v in r) for r in rows) + "\n").encode()
+    assert 200_000 < len(csv) < 256 * 1024  # many reads into a slot, and a JSON answer beyond its response area
+    proto = tensor_codec.encode_dense(rows[:1000])
+
+    def chunked(body):  # no Content-Length: the router collects the chunks instead
+        yield from (body[i : i + 10_000] for i in range(0, len(body), 10_000))
+
+    for body, ctype, accept in ((csv, "text/csv", "application/json"), (b"1,2,3,4\n", "text/csv", None),
+                                (proto, "application/x-recordio-protobuf", "application/x-recordio-protobuf")):
+        headers = {"Content-Type": ctype, **({"Accept": accept} if accept else {})}
+        direct = requests.post(instance.url + "/invocations", data=body, headers=headers, timeout=30)
+        for data in (body, chunked(body)):
+            r = requests.post(endpoint.url + "/invocations", data=data, headers={**headers, "X-Target-Variant": "A"},
+                              timeout=30)
+            assert r.status_code == 200 and r.content == direct.content
+            assert r.headers["Content-Type"] == direct.headers["Content-Type"]
+
+
+@pytest.fixture(scope="module")
+def slow(home):
+    """Two instances of a model that sleeps as long as the first feature says; 1.5 s timeout."""
+    marker = str(home.root / "slow.pid")
+    hosting.create_model("slow", home.models["test-slow"], environment={**plugin_env(), "SLOW_MARKER": marker})
+    hosting.create_endpoint_config("slow", [ProductionVariant("AllTraffic", "slow", 2)])
+    d = hosting.create_endpoint("slow", "slow", timeout=1.5, router_workers=1)
+    d.marker = marker
+    yield d
+    hosting.delete_endpoint("slow")
+
+
+def test_a_timed_out_handoff_answers_504_and_its_instance_serves_on(slow, home):
+    answers = [post(slow.url, "2.5,0,0,0\n")]
+    answers += [post(slow.url, f"0,{k},0,0\n") for k in range(6)]  # both instances, one still asleep at first
+    assert answers[0].status_code == 504 and "did not answer within 1.5 s" in answers[0].json()["error"]
+    model = load_model(home.models["test-slow"])
+    for k, r in enumerate(answers[1:]):
+        want = model.predict(Batch(np.array([[0, k, 0, 0]], np.float32)))["score"][0]
+        assert r.status_code == 200 and r.json()["predictions"][0]["score"] == pytest.approx(want, rel=1e-6)
+
+
+def test_an_instance_killed_mid_request_is_retried_on_the_other(slow):
+    import threading
+
+    if os.path.exists(slow.marker):
+        os.remove(slow.marker)
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(r=post(slow.url, "1,0,0,0\n")))
+    thread.start()
+    wait_for(lambda: os.path.exists(slow.marker) and pathlib.Path(slow.marker).read_text(), what="a busy instance")
+    busy = int(pathlib.Path(slow.marker).read_text())
+    os.kill(busy, signal.SIGKILL)
+    thread.join(30)
+    assert box["r"].status_code == 200 and int(pathlib.Path(slow.marker).read_text()) != busy
+    text = requests.get(slow.url + "/metrics", timeout=10).text
+    retries = [line for line in text.splitlines() if "retr" in line and not line.startswith("#")]
+    assert any(float(line.rsplit(" ", 1)[1]) >= 1 for line in retries), retries
+
+
 def test_describe_list_metrics_and_cli(endpoint, capsys):
     d = hosting.describe_endpoint("ab")
     assert [(v.variant_name, v.current_instance_count, v.current_weight) for v in d.variants] == [

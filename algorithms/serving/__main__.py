@@ -46,6 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="module or .py file registering extra algorithms (repeatable)",
     )
     p.add_argument("--ready-file", help="write {pid, port} here once serving")
+    p.add_argument(
+        "--handoff",
+        metavar="NAME",
+        help="also take invocations handed over by an endpoint router on this abstract Unix socket "
+        "(shared-memory bodies, see algorithms/serving/handoff.py; Linux)",
+    )
     p.add_argument("--parent-pid", type=int, help="exit when this parent process goes away")
     p.add_argument(
         "--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM"
@@ -79,12 +85,26 @@ def main(argv: list[str] | None = None) -> None:
         )
     app = InferenceApp(model, int(args.max_payload_mb * 1024 * 1024))
     sock = bind(args.host, args.port)
+    on_start, extra = None, None
+    if args.handoff:
+        from .handoff import AVAILABLE, HandoffServer
+
+        if AVAILABLE:
+            handoff = HandoffServer(app, args.handoff)
+            extra = {"handoff": args.handoff}
+
+            async def on_start() -> None:
+                import asyncio
+
+                handoff.start(asyncio.get_running_loop())
     run_asgi(
         app,
         sock,
         ready_file=args.ready_file,
         parent_pid=args.parent_pid,
         graceful_timeout=args.graceful_timeout,
+        on_start=on_start,
+        ready_extra=extra,
     )
 
 

@@ -85,9 +85,14 @@ class InferenceApp:
         media = request_media_type(_text(headers.get(b"content-type")))
         accept = choose_response_type(_text(headers.get(b"accept")))
         body = await read_body(receive, headers, self.max_payload_bytes)
-        batch = decode_request(body, media, self.model.feature_dim)
-        out = predict(self.model, batch, accept)
-        await respond(send, 200, out, accept.encode())
+        await respond(send, 200, self.answer(body, media, accept), accept.encode())
+
+    def answer(self, body: bytes, media, accept: str) -> bytes:
+        """The response body for a request body (over HTTP or handed over, see handoff.py); RequestError."""
+        if len(body) > self.max_payload_bytes:
+            raise RequestError(413, f"the body is {len(body)} bytes; this endpoint accepts at most "
+                                    f"{self.max_payload_bytes}")
+        return predict(self.model, decode_request(body, media, self.model.feature_dim), accept)
 
 
 def predict(model: Model, batch: Batch, accept: str) -> bytes:

@@ -110,6 +110,7 @@ def run_asgi(
     graceful_timeout: float = 30.0,
     keep_alive: int = 75,
     on_start: Callable[[], Awaitable[None]] | None = None,
+    ready_extra: dict | None = None,
 ) -> None:
     """Serve ``app`` on a bound socket until SIGTERM/SIGINT (graceful: in-flight requests finish).
 
@@ -132,7 +133,7 @@ def run_asgi(
     server = uvicorn.Server(config)
 
     async def main() -> None:
-        helpers = [asyncio.ensure_future(_announce(server, sock, ready_file, on_start))]
+        helpers = [asyncio.ensure_future(_announce(server, sock, ready_file, on_start, ready_extra))]
         if parent_pid is not None:
             helpers.append(asyncio.ensure_future(_watch_parent(server, parent_pid)))
         try:
@@ -146,13 +147,13 @@ def run_asgi(
         runner.run(main())
 
 
-async def _announce(server, sock, ready_file, on_start) -> None:
+async def _announce(server, sock, ready_file, on_start, extra: dict | None) -> None:
     while not server.started:
         await asyncio.sleep(0.005)
     if on_start is not None:
         await on_start()
     if ready_file:
-        write_json_atomic(ready_file, {"pid": os.getpid(), "port": sock.getsockname()[1]})
+        write_json_atomic(ready_file, {"pid": os.getpid(), "port": sock.getsockname()[1], **(extra or {})})
 
 
 async def _watch_parent(server, parent_pid: int) -> None:

@@ -26,6 +26,8 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from algorithms.serving.handoff import AVAILABLE as HANDOFF
+
 from .registry import HostedModel
 
 STARTING, READY, DRAINING, STOPPED, FAILED = "starting", "ready", "draining", "stopped", "failed"
@@ -44,6 +46,7 @@ class Instance:
     url: str | None
     log_path: str | None
     ready_file: str | None = None
+    handoff: str | None = None  # the abstract socket our model server also takes requests on (see handoff.py)
     state: str = STARTING
     started_at: float = field(default_factory=time.time)
     started_at_monotonic: float = field(default_factory=time.monotonic)
@@ -110,6 +113,8 @@ def start(
             "--graceful-timeout",
             str(graceful_timeout),
         ]
+        if HANDOFF:
+            argv += ["--handoff", f"spark-ml-{instance_id}-{uuid.uuid4().hex}"]
     else:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -146,7 +151,9 @@ def poll_ready(inst: Instance) -> bool:
         if not inst.ready_file or not os.path.exists(inst.ready_file):
             return False
         with open(inst.ready_file) as f:
-            inst.url = f"http://127.0.0.1:{json.load(f)['port']}"
+            ready = json.load(f)
+        inst.url = f"http://127.0.0.1:{ready['port']}"
+        inst.handoff = ready.get("handoff")
     return ping(inst.url, timeout=1.0)
 
 

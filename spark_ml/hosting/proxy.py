@@ -17,6 +17,7 @@ from http import HTTPStatus
 import httptools
 
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+HEAD_BUFFER = 64 * 1024  # per connection: a head, and the start of a body, per read
 
 
 class UpstreamError(ConnectionError):
@@ -185,31 +186,76 @@ async def exchange(
         pool.release(conn, reusable)
 
 
-class DownstreamConnection(asyncio.Protocol):
-    """A client connection to the router. ``handler(conn, request)`` answers each request in turn."""
+class DownstreamConnection(asyncio.BufferedProtocol):
+    """A client connection to the router. ``handler(conn, request)`` answers each request in turn.
 
-    def __init__(self, handler, max_body: int):
+    Reads land in a buffer of our own (a buffered protocol, no bytes object per read). With a slot arena
+    (instances reached through shared memory, see :mod:`.handoff`), a body of declared length is received
+    straight into a slot once the head is parsed: from the socket into the memory the instance reads, with
+    no copy in between. Other bodies (chunked, no arena) are collected from the parser's callbacks.
+    """
+
+    def __init__(self, handler, max_body: int, arena=None):
         self.handler = handler
         self.max_body = max_body
+        self.arena = arena
         self.parser = httptools.HttpRequestParser(self)
         self.transport = None
         self.request: Request | None = None
         self.busy = False
         self.closing = False
+        self.head = memoryview(bytearray(HEAD_BUFFER))
+        self.direct: Request | None = None  # the request whose body is being received into its slot
+        self.lent: memoryview | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
+    # asyncio.BufferedProtocol
+    def get_buffer(self, sizehint: int) -> memoryview:
+        request = self.direct
+        if request is None:
+            return self.head
+        self.lent = memoryview(request.slot.mapping)[request.size : request.declared]
+        return self.lent
+
+    def buffer_updated(self, nbytes: int) -> None:
+        request = self.direct
+        if request is None:
+            self.feed(self.head[:nbytes])
+            return
+        self.lent = None
+        request.size += nbytes
+        if request.size == request.declared:
+            self.direct = None
+            self.parser = httptools.HttpRequestParser(self)  # the old one never saw the body
+            self.request = request
+            self.on_message_complete()
+
+    def feed(self, data) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.reply(400, b'{"error": "protocol upgrades are not supported"}', close=True)
+            return
         except httptools.HttpParserError as exc:
             self.reply(400, b'{"error": "malformed HTTP request: %s"}' % str(exc).encode()[:200], close=True)
+            return
+        request = self.request
+        if request is not None and request.slot is not None and request.size < request.declared:
+            self.direct = request  # the rest of the body goes straight into the slot
+
+    def data_received(self, data: bytes) -> None:  # for event loops without buffered protocols
+        self.feed(data)
 
     def connection_lost(self, exc) -> None:
         self.closing = True
+        self.lent = None
+        for request in (self.direct, self.request):
+            if request is not None and request.slot is not None and self.arena is not None:
+                self.arena.release(request.slot)
+                request.slot = None
+        self.direct = None
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -228,12 +274,21 @@ class DownstreamConnection(asyncio.Protocol):
         declared = request.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             request.too_large = True
-        elif request.headers.get(b"expect", b"").lower() == b"100-continue":
+            return
+        if request.headers.get(b"expect", b"").lower() == b"100-continue":
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.arena is not None and declared is not None and declared.isdigit() and int(declared) > 0 \
+                and b"transfer-encoding" not in request.headers:
+            request.declared = int(declared)
+            request.slot = self.arena.acquire()
 
     def on_body(self, body: bytes) -> None:
         request = self.request
         if request.too_large:
+            return
+        if request.slot is not None:
+            request.slot.mapping[request.size : request.size + len(body)] = body
+            request.size += len(body)
             return
         request.size += len(body)
         if request.size > self.max_body:
@@ -300,13 +355,18 @@ class DownstreamConnection(asyncio.Protocol):
 
 
 class Request:
-    __slots__ = ("url", "method", "headers", "chunks", "size", "too_large", "keep_alive")
+    __slots__ = ("url", "method", "headers", "chunks", "size", "too_large", "keep_alive", "slot", "declared")
 
     def __init__(self):
         self.url = b""
         self.method = b""
         self.headers: dict[bytes, bytes] = {}
-        self.chunks: list[bytes] = []
+        self.chunks: list[bytes] = []  # the body, unless it is in ``slot``
         self.size = 0
         self.too_large = False
         self.keep_alive = True
+        self.slot = None  # a shared-memory slot holding the body (see handoff.py), owned by whoever answers
+        self.declared = 0  # Content-Length, when the body goes into a slot
+
+    def body(self) -> list[bytes]:
+        return [self.slot.mapping[: self.size]] if self.slot is not None else self.chunks

@@ -5,7 +5,8 @@ weighted random), pick the instance with the fewest outstanding requests, forwar
 keep-alive connection, retry on another instance when a connection fails, answer 504 on timeout,
 and name the variant that answered in ``X-Invoked-Production-Variant``. Several workers keep the
 router from being a single-process bottleneck; each balances its own share of the connections. The
-HTTP plumbing is in :mod:`.proxy` (bodies pass through without being copied into Python objects).
+HTTP plumbing is in :mod:`.proxy`; instances the endpoint started get their requests through shared
+memory (:mod:`.handoff`), other servers over HTTP.
 
 Run by the supervisor as ``python -m spark_ml.hosting.router``; never imports pyspark.
 """
@@ -24,6 +25,9 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from algorithms.serving.handoff import AVAILABLE as HANDOFF
+
+from .handoff import HandoffChannel, SlotArena
 from .proxy import DownstreamConnection, UpstreamError, UpstreamPool, exchange, request_bytes
 from .routes import Balancer, NoVariant, RoutingTable
 
@@ -59,10 +63,12 @@ class Router:
         self.expected_auth = f"Bearer {token}".encode() if token else None
         self.multiproc_dir = multiproc_dir
         self.pools: dict[str, UpstreamPool] = {}
+        self.channels: dict[str, HandoffChannel] = {}  # instances reached through shared memory
         self.table = RoutingTable.read(routes_path)
         self.balancer = Balancer(self.table)
-        self._load_pools()
         self._apply_settings()
+        self.arena = SlotArena(self.max_payload) if HANDOFF else None
+        self._load_pools()
         self.metrics = RouterMetrics(endpoint)
         self.connections: set[DownstreamConnection] = set()
         self.port: int | None = None
@@ -73,6 +79,8 @@ class Router:
         self.max_payload = int(s.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD))
         self.timeout = float(s.get("timeout", DEFAULT_TIMEOUT))
         self.attempts = int(s.get("max_attempts", DEFAULT_ATTEMPTS))
+        if getattr(self, "arena", None) is not None:
+            self.arena.resize(self.max_payload)
 
     def _load_pools(self) -> None:
         live = {}
@@ -87,6 +95,19 @@ class Router:
             if instance_id not in live:
                 pool.close()
         self.pools = live
+        channels = {}
+        if self.arena is not None:
+            for variant in self.table.variants:
+                for inst in variant.instances:
+                    if inst.handoff:
+                        channel = self.channels.get(inst.instance_id)
+                        if channel is None or channel.name != inst.handoff:
+                            channel = HandoffChannel(inst.handoff, self.arena)
+                        channels[inst.instance_id] = channel
+        for instance_id, channel in self.channels.items():
+            if channels.get(instance_id) is not channel:
+                channel.retire()
+        self.channels = channels
 
     # routing table -------------------------------------------------------------------------------
     def acknowledge(self) -> None:
@@ -127,11 +148,19 @@ class Router:
 
     # requests ------------------------------------------------------------------------------------
     def connection(self) -> DownstreamConnection:
-        conn = _TrackedConnection(self.handle, self.max_payload, self.connections)
+        conn = _TrackedConnection(self.handle, self.max_payload, self.connections, self.arena)
         return conn
 
     def handle(self, conn: DownstreamConnection, request) -> None:
         """Answer a request (now, or from a callback later); every path ends with ``conn.done()``."""
+        try:
+            self._route(conn, request)
+        finally:
+            if request.slot is not None:  # answered without forwarding: the body's slot is free again
+                self.arena.release(request.slot)
+                request.slot = None
+
+    def _route(self, conn: DownstreamConnection, request) -> None:
         path = request.url.split(b"?", 1)[0]
         close = not request.keep_alive
         if path == b"/invocations":
@@ -205,9 +234,7 @@ class Router:
             conn.reply(status, _error(message), extra=extra, close=close)
             conn.done()
             return
-        headers = [(k, request.headers[k]) for k in FORWARDED if k in request.headers]
-        payload = request_bytes(b"POST", b"/invocations", headers, request.chunks, request.size)
-        Forward(self, conn, variant, payload, started, close).attempt()
+        Forward(self, conn, variant, request, started, close).attempt()
 
     async def _answer_metadata(self, conn: DownstreamConnection, close: bool) -> None:
         try:
@@ -244,15 +271,20 @@ class Router:
 class Forward:
     """One request on its way to an instance of a variant: attempts, retries, timeout, reply, metrics.
 
-    Callback-driven (no task or future per request): the request is written to a pooled connection
-    right away and the answer is relayed from the connection's parser callback.
+    Callback-driven (no task or future per request): the request goes to the chosen instance right away, through
+    shared memory when the endpoint started that instance (see :mod:`.handoff`), else over a pooled HTTP
+    connection, and the answer is relayed from a callback.
     """
 
     __slots__ = (
         "router",
         "conn",
         "variant",
+        "request",
         "payload",
+        "slot",
+        "channel",
+        "request_id",
         "started",
         "close",
         "tried",
@@ -267,11 +299,13 @@ class Forward:
         "counters",
     )
 
-    def __init__(
-        self, router: Router, conn: DownstreamConnection, variant, payload: bytes, started: float, close: bool
-    ):
-        self.router, self.conn, self.variant, self.payload = router, conn, variant, payload
+    def __init__(self, router: Router, conn: DownstreamConnection, variant, request, started: float, close: bool):
+        self.router, self.conn, self.variant, self.request = router, conn, variant, request
         self.started, self.close = started, close
+        self.payload: bytes | None = None  # the HTTP form, built when an instance is reached over HTTP
+        self.slot, request.slot = request.slot, None  # the body, when it was received into shared memory
+        self.channel = None
+        self.request_id = 0
         self.tried: set[str] = set()
         self.attempts = 0
         self.model_seconds = 0.0
@@ -293,10 +327,15 @@ class Forward:
                 self.counters[3].inc()
             self.attempts += 1
             self.tried.add(inst.instance_id)
+            self.inst = inst
+            channel = router.channels.get(inst.instance_id)
+            if channel is not None:
+                self._hand_over(channel)
+                return
             pool = router.pools.get(inst.instance_id)
             if pool is None:
                 continue
-            self.inst, self.pool = inst, pool
+            self.pool, self.channel = pool, None
             upstream = pool.idle_connection()
             if upstream is None:
                 asyncio.ensure_future(self._connect())
@@ -304,6 +343,22 @@ class Forward:
                 self._send(upstream)
             return
         self.finish(503, _error(f"no instance of variant {self.variant.name} could answer ({self.problem})"))
+
+    def _hand_over(self, channel: HandoffChannel) -> None:
+        self.channel = channel
+        if self.slot is None:
+            self.slot = self.router.arena.acquire()
+            self.slot.fill(self.request.chunks)
+        elif self.slot.request_bytes < self.request.size:  # received before a payload limit change
+            self.slot = self.slot.copy(self.request.size, self.router.arena)
+        self._track()
+        headers = self.request.headers
+        try:
+            self.request_id = channel.send(asyncio.get_running_loop(), self.slot, self.request.size,
+                                           headers.get(b"content-type"), headers.get(b"accept"), self._answered)
+        except UpstreamError as exc:  # not sent: the slot is still ours
+            self._release(False)
+            self._failed(exc)
 
     async def _connect(self) -> None:
         self.t0 = time.perf_counter()
@@ -314,27 +369,45 @@ class Forward:
             return
         self._send(upstream)
 
-    def _send(self, upstream) -> None:
+    def _track(self) -> None:
         outstanding = self.router.balancer.outstanding
         outstanding[self.inst.instance_id] = outstanding.get(self.inst.instance_id, 0) + 1
-        self.upstream = upstream
         self.t0 = time.perf_counter()
         self.timer = asyncio.get_running_loop().call_later(self.router.timeout, self._timed_out)
+
+    def _send(self, upstream) -> None:
+        self._track()
+        self.upstream = upstream
+        if self.payload is None:
+            request = self.request
+            headers = [(k, request.headers[k]) for k in FORWARDED if k in request.headers]
+            body = [self.slot.mapping[: request.size]] if self.slot is not None else request.chunks
+            self.payload = request_bytes(b"POST", b"/invocations", headers, body, request.size)
         upstream.send(self.payload, self._answered)
 
     def _release(self, reusable: bool) -> None:
         self.timer.cancel()
         self.router.balancer.outstanding[self.inst.instance_id] -= 1
-        self.pool.release(self.upstream, reusable)
+        if self.channel is None:
+            self.pool.release(self.upstream, reusable)
         self.model_seconds += time.perf_counter() - self.t0
 
     def _answered(self, response, error) -> None:
         if error is not None:
             self._release(False)
+            if self.channel is not None:  # the instance may still write into the slot: retry from a copy
+                old, self.slot = self.slot, self.slot.copy(self.request.size, self.router.arena)
+                old.close()
             self._failed(error)
             return
         self._release(response.keep_alive)
+        self._free_slot(sum(len(c) for c in response.chunks))
         self.finish(response.status, response.chunks, response.content_type, response.custom_attributes)
+
+    def _free_slot(self, answer_bytes: int = 0) -> None:
+        if self.slot is not None:
+            self.router.arena.release(self.slot, max(self.request.size, answer_bytes))
+            self.slot = None
 
     def _failed(self, error) -> None:
         self.router.balancer.eject(self.inst)
@@ -342,7 +415,11 @@ class Forward:
         self.attempt()
 
     def _timed_out(self) -> None:
-        self.upstream.abandon()
+        if self.channel is not None:
+            self.channel.abandon(self.request_id)  # the slot returns once the instance lets go of it
+            self.slot = None
+        else:
+            self.upstream.abandon()
         self.router.balancer.outstanding[self.inst.instance_id] -= 1
         self.model_seconds += time.perf_counter() - self.t0
         self.finish(
@@ -352,6 +429,7 @@ class Forward:
     def finish(
         self, status: int, body, content_type: bytes = b"application/json", attributes: bytes = b""
     ) -> None:
+        self._free_slot()
         name = self.variant.name.encode()
         reply = [(b"x-invoked-production-variant", name), (b"x-amzn-invoked-production-variant", name)]
         if attributes:
@@ -367,8 +445,8 @@ class Forward:
 
 
 class _TrackedConnection(DownstreamConnection):
-    def __init__(self, handler, max_body, registry: set):
-        super().__init__(handler, max_body)
+    def __init__(self, handler, max_body, registry: set, arena=None):
+        super().__init__(handler, max_body, arena)
         self.registry = registry
 
     def connection_made(self, transport) -> None:
@@ -412,6 +490,8 @@ async def serve(router: Router, sock, parent_pid: int | None, grace: float = 30.
     watcher.cancel()
     for pool in router.pools.values():
         pool.close()
+    for channel in router.channels.values():
+        channel.close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,6 +21,7 @@ from itertools import accumulate
 class RouteInstance:
     instance_id: str
     url: str  # base URL, e.g. http://127.0.0.1:41234
+    handoff: str | None = None  # the instance's shared-memory handoff socket (instances the endpoint started)
 
 
 @dataclass
