@@ -223,3 +223,13 @@ def test_an_idle_slot_gives_back_the_memory_of_a_large_body():
     arena.release(slot, 4 << 20)
     assert arena.idle == [slot] and os.fstat(slot.fd).st_blocks * 512 <= 2 << 20
     assert slot.mapping[:3] == b"xxx"  # the first MiB of each area stays
+
+
+def test_a_server_bug_answers_500_and_the_connection_serves_on(served, monkeypatch):
+    arena = SlotArena(4096)
+    channel = HandoffChannel(served.name, arena)
+    monkeypatch.setattr(served.app, "answer", lambda *a: (_ for _ in ()).throw(KeyError("bug")))
+    status, _, got = hand_over(served, channel, arena, b"1,2,3,4\n", "text/csv", None)
+    assert status == 500 and b"KeyError" in got
+    monkeypatch.undo()
+    assert hand_over(served, channel, arena, b"1,2,3,4\n", "text/csv", None)[0] == 200

@@ -187,15 +187,20 @@ def test_hyperparameters_are_checked_before_training(tmp_path, digits):
         train("pca", {"num_components": "2"}, one, str(tmp_path / "m1"), workers=2)
 
 
-def test_streams_mini_batches_and_keeps_only_the_summary(tmp_path, digits):
+def test_streams_blocks_and_keeps_only_the_summary(tmp_path, digits, monkeypatch):
+    import algorithms.builtin.pca as pca_module
+
     channel = write_channel(str(tmp_path / "train"), digits)
     seen: list[int] = []
 
     class CountingInput(ChannelInput):
-        def batches(self, batch_size):
-            for batch in super().batches(batch_size):
+        def blocks(self, max_rows):
+            for batch in super().blocks(max_rows):
                 seen.append(len(batch))
                 yield batch
+
+    # blocks of max(mini_batch_size, BLOCK_ROWS) rows, cut from the decoded chunks (one chunk holds all here)
+    monkeypatch.setattr(pca_module, "BLOCK_ROWS", 100)
 
     base = ChannelInput.from_channel("train", channel)
     env = TrainingEnv({"num_components": "3", "mini_batch_size": "700"},
@@ -203,7 +208,8 @@ def test_streams_mini_batches_and_keeps_only_the_summary(tmp_path, digits):
                       str(tmp_path / "m"))
     algo = PCA(env)
     merged = algo._pass()
-    assert seen == [700] * (len(digits) // 700) + [len(digits) % 700]
+    halves = [len(h) for h in np.array_split(digits, 2)]  # the channel's two shards: blocks stay inside one
+    assert seen == [700, halves[0] - 700, 700, halves[1] - 700]
     assert {k: v.shape for k, v in merged.items()} == {"n": (1,), "mean": (64,), "scatter": (64, 64)}
     np.testing.assert_allclose(merged["scatter"] / (len(digits) - 1), np.cov(digits, rowvar=False), atol=1e-9)
 

@@ -226,6 +226,9 @@ class _Peer:
             return 200, chosen.encode(), app.answer(body, media, chosen)
         except RequestError as exc:
             return exc.status, b"application/json", orjson.dumps({"error": exc.message})
+        except Exception as exc:  # noqa: BLE001 - a server bug answers 500, as over HTTP, and the server goes on
+            log.exception("a handed-over invocation failed")
+            return 500, b"application/json", orjson.dumps({"error": f"server error: {type(exc).__name__}"})
 
     def reply(self, request_id: int, mapping: mmap.mmap, request_bytes: int, status: int, ctype: bytes,
               body: bytes) -> None:
