@@ -123,6 +123,29 @@ def test_own_instances_take_bodies_through_shared_memory_byte_for_byte(endpoint,
             assert r.headers["Content-Type"] == direct.headers["Content-Type"]
 
 
+def test_pipelined_requests_are_answered_in_order(endpoint):
+    import http.client
+    import socket
+
+    host, port = endpoint.url[len("http://") :].split(":")
+    bodies = [f"{k},0,0,{-k}\n".encode() for k in range(4)]
+    wire = b"".join(
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nX-Target-Variant: A\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        for body in bodies
+    ) + b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(wire)  # all in one write: the router parses them from one read
+        answers = []
+        for _ in range(len(bodies) + 1):
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            answers.append((response.status, response.read()))
+    expected = [post(endpoint.url, body, **{"X-Target-Variant": "A"}).content for body in bodies]
+    assert answers == [(200, e) for e in expected] + [(200, b"")]
+    assert len(set(expected)) == len(bodies)
+
+
 @pytest.fixture(scope="module")
 def slow(home):
     """Two instances of a model that sleeps as long as the first feature says; 1.5 s timeout."""

@@ -207,6 +207,7 @@ class DownstreamConnection(asyncio.BufferedProtocol):
         self.head = memoryview(bytearray(HEAD_BUFFER))
         self.direct: Request | None = None  # the request whose body is being received into its slot
         self.lent: memoryview | None = None
+        self.waiting: deque[Request] = deque()  # pipelined requests that arrived while one was being answered
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -251,11 +252,12 @@ class DownstreamConnection(asyncio.BufferedProtocol):
     def connection_lost(self, exc) -> None:
         self.closing = True
         self.lent = None
-        for request in (self.direct, self.request):
+        for request in (self.direct, self.request, *self.waiting):
             if request is not None and request.slot is not None and self.arena is not None:
                 self.arena.release(request.slot)
                 request.slot = None
         self.direct = None
+        self.waiting.clear()
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -300,6 +302,12 @@ class DownstreamConnection(asyncio.BufferedProtocol):
     def on_message_complete(self) -> None:
         request, self.request = self.request, None
         self.transport.pause_reading()  # one request at a time per connection; pipelined ones wait
+        if self.busy:  # parsed from the same read as the one being answered: answers go out in order
+            self.waiting.append(request)
+            return
+        self.dispatch(request)
+
+    def dispatch(self, request: Request) -> None:
         self.busy = True
         try:
             self.handler(self, request)  # answers now or later, then calls done()
@@ -316,7 +324,11 @@ class DownstreamConnection(asyncio.BufferedProtocol):
 
     def done(self) -> None:
         self.busy = False
-        if not self.closing:
+        if self.closing:
+            return
+        if self.waiting:
+            self.dispatch(self.waiting.popleft())
+        else:
             self.transport.resume_reading()
 
     def reply(
