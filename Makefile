@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup test demo lint proto bench scala clean
+.PHONY: setup test demo lint proto bench scala wheel clean
 
 setup: $(STAMP)
 
@@ -36,8 +36,12 @@ proto: setup
 scala: setup
 	@VENV_PYTHON=$(abspath $(BIN)/python) bash scala/build.sh
 
+# A wheel carrying the Scala jar (dist/spark_ml-<version>-py3-none-any.whl): pip users get the JVM writer.
+wheel: scala
+	$(BIN)/python tools/build_wheel.py --out dist
+
 bench: setup
 	$(BIN)/python benchmarks/convert.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info scala/target
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info scala/target
