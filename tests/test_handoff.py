@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import mmap
 import os
 import socket
 import threading
@@ -173,7 +174,7 @@ def test_a_request_in_flight_fails_over_when_the_instance_goes_away(served):
     served.call(send_then_lose)
     assert answered.wait(10) and isinstance(box["error"], UpstreamError)
     assert arena.idle == []  # the slot is the caller's to copy from and close, never reused as is
-    fresh = box["slot"].copy(8, arena)
+    fresh = box["slot"].copy(8)
     assert fresh.mapping[:8] == b"1,2,3,4\n" and fresh is not box["slot"]
 
 
@@ -215,14 +216,94 @@ def test_nothing_listening_is_an_upstream_error():
 
 
 def test_an_idle_slot_gives_back_the_memory_of_a_large_body():
-    arena = SlotArena(4 << 20)
+    arena = SlotArena(int(1.1 * 1024 * 1024))  # a payload limit that is no multiple of the page size
     slot = arena.acquire()
-    slot.fill([b"x" * (4 << 20)])
-    slot.mapping[4 << 20 :] = b"y" * (4 << 20)
-    assert os.fstat(slot.fd).st_blocks * 512 >= 8 << 20
-    arena.release(slot, 4 << 20)
+    assert slot.request_bytes % mmap.PAGESIZE == 0 and slot.request_bytes >= 1.1 * 1024 * 1024
+    slot.fill([b"x" * slot.request_bytes])
+    slot.mapping[slot.request_bytes :] = b"y" * slot.request_bytes
+    assert os.fstat(slot.fd).st_blocks * 512 >= 2 * slot.request_bytes
+    arena.release(slot)
     assert arena.idle == [slot] and os.fstat(slot.fd).st_blocks * 512 <= 2 << 20
     assert slot.mapping[:3] == b"xxx"  # the first MiB of each area stays
+
+
+def test_a_body_larger_than_a_lowered_limit_gets_a_slot_of_its_own():
+    arena = SlotArena(1 << 20)
+    big = arena.acquire(3 << 20)  # received before the limit went down to 1 MiB
+    big.fill([b"z" * (3 << 20)])
+    retry = big.copy(3 << 20)
+    assert retry.request_bytes >= 3 << 20 and retry.mapping[: 3 << 20] == b"z" * (3 << 20)
+    live = arena.live
+    for slot in (big, retry):
+        arena.release(slot)  # not the arena's size: closed, not kept
+    assert arena.idle == [] and arena.live == live - 2
+    arena.resize(2 << 20)
+    assert arena.acquire().request_bytes == 2 << 20
+
+
+def test_the_instance_unmaps_the_slots_the_router_closes(served):
+    arena = SlotArena(4096)
+    channel = HandoffChannel(served.name, arena)
+    slots = [arena.acquire() for _ in range(3)]
+    done = threading.Event()
+    count = {"n": 0}
+
+    def callback(response, error):
+        count["n"] += 1
+        if count["n"] == 3:
+            done.set()
+
+    def send_all():
+        for slot in slots:
+            slot.fill([b"1,2,3,4\n"])
+            channel.send(served.loop, slot, 8, b"text/csv", None, callback)
+
+    served.call(send_all)
+    assert done.wait(10)
+    (peer,) = served.call(lambda: list(served.server.peers))
+    assert served.call(lambda: sorted(peer.slots)) == sorted(s.id for s in slots)
+    served.call(lambda: [slot.close() for slot in slots[:2]])
+    assert hand_over(served, channel, arena, b"1,2,3,4\n", "text/csv", None)[0] == 200  # after the forgets
+    assert slots[2].id in served.call(lambda: set(peer.slots))
+    assert not {s.id for s in slots[:2]} & served.call(lambda: set(peer.slots))
+
+
+def test_the_router_only_talks_to_the_instance_process(served):
+    arena = SlotArena(4096)
+    impostor = HandoffChannel(served.name, arena, pid=os.getpid() + 1)  # the instance is this process
+    with pytest.raises(UpstreamError, match="held by process"):
+        served.call(lambda: impostor.send(served.loop, arena.acquire(), 0, b"text/csv", None, lambda *_: None))
+    genuine = HandoffChannel(served.name, arena, pid=os.getpid())
+    assert hand_over(served, genuine, arena, b"1,2,3,4\n", "text/csv", None)[0] == 200
+
+
+def test_a_malformed_reply_fails_the_request_over_instead_of_stranding_it():
+    name = f"spark-ml-test-{uuid.uuid4().hex}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind("\0" + name)
+    listener.listen(1)
+    loop = Loop()  # only for its event loop
+    arena = SlotArena(4096)
+    channel = HandoffChannel(name, arena)
+    answered = threading.Event()
+    box = {}
+
+    def callback(response, error):
+        box["error"] = error
+        answered.set()
+
+    try:
+        slot = arena.acquire()
+        loop.call(lambda: channel.send(loop.loop, slot, 0, b"text/csv", None, callback))
+        conn, _ = listener.accept()
+        conn.recv(100), conn.recv(100)  # the slot, then the request (id 1)
+        # the answer is said to come in a memfd, and none is attached
+        conn.send(instance_side.REPLY_MESSAGE.pack(instance_side.REPLY, 1, 200, 10, 1) + b"text/csv")
+        assert answered.wait(10) and isinstance(box["error"], UpstreamError)
+        conn.close()
+    finally:
+        listener.close()
+        loop.close()
 
 
 def test_a_server_bug_answers_500_and_the_connection_serves_on(served, monkeypatch):

@@ -49,8 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--handoff",
         metavar="NAME",
+        default=env.get("SPARK_ML_HANDOFF"),
         help="also take invocations handed over by an endpoint router on this abstract Unix socket "
-        "(shared-memory bodies, see algorithms/serving/handoff.py; Linux)",
+        "(shared-memory bodies, see algorithms/serving/handoff.py; Linux; default $SPARK_ML_HANDOFF)",
     )
     p.add_argument("--parent-pid", type=int, help="exit when this parent process goes away")
     p.add_argument(

@@ -32,13 +32,16 @@ from .errors import RequestError
 
 log = logging.getLogger("algorithms.serving.handoff")
 
+ENV = "SPARK_ML_HANDOFF"  # the socket's name, given by the supervisor (not in argv: /proc/<pid>/cmdline is public)
 AVAILABLE = hasattr(os, "memfd_create") and hasattr(socket, "send_fds") and hasattr(fcntl, "F_GET_SEALS")
 
-SLOT, REQUEST, REPLY = 1, 2, 3
+SLOT, REQUEST, REPLY, FORGET = 1, 2, 3, 4
 SLOT_MESSAGE = struct.Struct("!BIQQ")  # kind, slot id, request area bytes, slot bytes; the memfd rides along
+FORGET_MESSAGE = struct.Struct("!BI")  # kind, slot id: the router closed it, unmap it
 REQUEST_MESSAGE = struct.Struct("!BQIQ")  # kind, request id, slot id, body bytes; then JSON [content type, accept]
 REPLY_MESSAGE = struct.Struct("!BQHQB")  # kind, request id, status, body bytes, 1 if the body is in an fd sent along
 MAX_MESSAGE = 64 * 1024
+MAX_SLOTS = 4096  # mapped per router connection; the router keeps far fewer (it says which it closed)
 
 
 def make_slot_fd(size: int, name: str = "spark-ml-slot") -> int:
@@ -125,6 +128,7 @@ class HandoffServer:
         self.listener.listen(64)
         self.listener.setblocking(False)
         self.loop = None
+        self.peers: set[_Peer] = set()
 
     def start(self, loop) -> None:
         self.loop = loop
@@ -146,7 +150,7 @@ class HandoffServer:
             conn.close()  # another user's process
             return
         conn.setblocking(False)
-        _Peer(self, conn)
+        self.peers.add(_Peer(self, conn))
 
 
 class _Peer:
@@ -159,6 +163,7 @@ class _Peer:
         server.loop.add_reader(conn.fileno(), self._readable)
 
     def close(self) -> None:
+        self.server.peers.discard(self)
         self.outbox.stop()
         with contextlib.suppress(Exception):
             self.server.loop.remove_reader(self.conn.fileno())
@@ -170,13 +175,13 @@ class _Peer:
     def _readable(self) -> None:
         for _ in range(64):  # then let the event loop serve HTTP too
             try:
-                data, fds, _, _ = socket.recv_fds(self.conn, MAX_MESSAGE, 2)
+                data, fds, flags, _ = socket.recv_fds(self.conn, MAX_MESSAGE, 2)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 self.close()
                 return
-            if not data:
+            if not data or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):  # closed, or more than a router sends
                 for fd in fds:
                     os.close(fd)
                 self.close()
@@ -197,6 +202,8 @@ class _Peer:
             _, slot, request_bytes, size = SLOT_MESSAGE.unpack_from(data)
             if len(fds) != 1 or not 0 < request_bytes < size:
                 raise ValueError("a slot message needs one memfd and a request area inside the slot")
+            if len(self.slots) >= MAX_SLOTS and slot not in self.slots:
+                raise ValueError(f"more than {MAX_SLOTS} slots mapped at once")
             try:
                 mapping = map_slot(fds[0], size)
             finally:
@@ -215,6 +222,13 @@ class _Peer:
                 raise ValueError(f"request {request_id} says {length} bytes; slot {slot} holds {request_bytes}")
             status, ctype, body = self.answer(mapping[:length], content_type, accept)
             self.reply(request_id, mapping, request_bytes, status, ctype, body)
+        elif kind == FORGET:
+            for fd in fds:
+                os.close(fd)
+            _, slot = FORGET_MESSAGE.unpack_from(data)
+            old = self.slots.pop(slot, None)
+            if old is not None:
+                old[0].close()
         else:
             raise ValueError(f"unknown message kind {kind}")
 
@@ -253,4 +267,4 @@ def _write_all(fd: int, body: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-__all__ = ["AVAILABLE", "HandoffServer", "Outbox", "make_slot_fd", "map_slot"]
+__all__ = ["AVAILABLE", "ENV", "HandoffServer", "Outbox", "make_slot_fd", "map_slot"]

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from algorithms.serving.handoff import AVAILABLE as HANDOFF
+from algorithms.serving.handoff import ENV as HANDOFF_ENV
 
 from .registry import HostedModel
 
@@ -113,8 +114,8 @@ def start(
             "--graceful-timeout",
             str(graceful_timeout),
         ]
-        if HANDOFF:
-            argv += ["--handoff", f"spark-ml-{instance_id}-{uuid.uuid4().hex}"]
+        if HANDOFF:  # by environment: argv is readable by every user
+            env[HANDOFF_ENV] = f"spark-ml-{instance_id}-{uuid.uuid4().hex}"
     else:
         port = free_port()
         url = f"http://127.0.0.1:{port}"

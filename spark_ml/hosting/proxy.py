@@ -208,6 +208,7 @@ class DownstreamConnection(asyncio.BufferedProtocol):
         self.direct: Request | None = None  # the request whose body is being received into its slot
         self.lent: memoryview | None = None
         self.waiting: deque[Request] = deque()  # pipelined requests that arrived while one was being answered
+        self.draining = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -227,6 +228,7 @@ class DownstreamConnection(asyncio.BufferedProtocol):
             return
         self.lent = None
         request.size += nbytes
+        request.slot.used = max(request.slot.used, request.size)  # what an idle slot gives back (trim)
         if request.size == request.declared:
             self.direct = None
             self.parser = httptools.HttpRequestParser(self)  # the old one never saw the body
@@ -243,8 +245,14 @@ class DownstreamConnection(asyncio.BufferedProtocol):
             self.reply(400, b'{"error": "malformed HTTP request: %s"}' % str(exc).encode()[:200], close=True)
             return
         request = self.request
-        if request is not None and request.slot is not None and request.size < request.declared:
-            self.direct = request  # the rest of the body goes straight into the slot
+        if request is not None and request.declared and not request.too_large and request.size < request.declared \
+                and not self.arena.full:
+            # the rest of the body goes straight into a slot (what came with the head is copied there first);
+            # a body that arrived whole with its head stays in memory: no slot is held for it
+            request.slot = self.arena.acquire(request.declared)
+            request.slot.fill(request.chunks)
+            request.chunks = []
+            self.direct = request
 
     def data_received(self, data: bytes) -> None:  # for event loops without buffered protocols
         self.feed(data)
@@ -282,15 +290,10 @@ class DownstreamConnection(asyncio.BufferedProtocol):
         if self.arena is not None and declared is not None and declared.isdigit() and int(declared) > 0 \
                 and b"transfer-encoding" not in request.headers:
             request.declared = int(declared)
-            request.slot = self.arena.acquire()
 
     def on_body(self, body: bytes) -> None:
         request = self.request
         if request.too_large:
-            return
-        if request.slot is not None:
-            request.slot.mapping[request.size : request.size + len(body)] = body
-            request.size += len(body)
             return
         request.size += len(body)
         if request.size > self.max_body:
@@ -324,11 +327,15 @@ class DownstreamConnection(asyncio.BufferedProtocol):
 
     def done(self) -> None:
         self.busy = False
-        if self.closing:
+        if self.draining:  # called from a request answered at once, inside the loop below
             return
-        if self.waiting:
-            self.dispatch(self.waiting.popleft())
-        else:
+        self.draining = True
+        try:
+            while self.waiting and not self.busy and not self.closing:
+                self.dispatch(self.waiting.popleft())
+        finally:
+            self.draining = False
+        if not self.busy and not self.closing:
             self.transport.resume_reading()
 
     def reply(
@@ -378,7 +385,4 @@ class Request:
         self.too_large = False
         self.keep_alive = True
         self.slot = None  # a shared-memory slot holding the body (see handoff.py), owned by whoever answers
-        self.declared = 0  # Content-Length, when the body goes into a slot
-
-    def body(self) -> list[bytes]:
-        return [self.slot.mapping[: self.size]] if self.slot is not None else self.chunks
+        self.declared = 0  # Content-Length, when the body may go into a slot

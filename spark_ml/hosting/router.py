@@ -38,6 +38,7 @@ FORWARDED = (b"content-type", b"accept", CUSTOM_ATTRIBUTES)
 DEFAULT_MAX_PAYLOAD = 6 * 1024 * 1024
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_ATTEMPTS = 3
+MAX_NEGOTIATION_HEADER = 4096
 
 
 def _error(message: str) -> bytes:
@@ -102,7 +103,7 @@ class Router:
                     if inst.handoff:
                         channel = self.channels.get(inst.instance_id)
                         if channel is None or channel.name != inst.handoff:
-                            channel = HandoffChannel(inst.handoff, self.arena)
+                            channel = HandoffChannel(inst.handoff, self.arena, inst.pid)
                         channels[inst.instance_id] = channel
         for instance_id, channel in self.channels.items():
             if channels.get(instance_id) is not channel:
@@ -213,6 +214,8 @@ class Router:
         status, message = 0, ""
         if not self._authorized(request):
             status, message = 401, "missing or wrong bearer token (send Authorization: Bearer <token>)"
+        elif any(len(request.headers.get(h, b"")) > MAX_NEGOTIATION_HEADER for h in (b"content-type", b"accept")):
+            status, message = 431, f"Content-Type and Accept may take at most {MAX_NEGOTIATION_HEADER} bytes each"
         elif request.too_large:
             status, message = (
                 413,
@@ -329,7 +332,7 @@ class Forward:
             self.tried.add(inst.instance_id)
             self.inst = inst
             channel = router.channels.get(inst.instance_id)
-            if channel is not None:
+            if channel is not None and (self.slot is not None or not router.arena.full):
                 self._hand_over(channel)
                 return
             pool = router.pools.get(inst.instance_id)
@@ -347,10 +350,8 @@ class Forward:
     def _hand_over(self, channel: HandoffChannel) -> None:
         self.channel = channel
         if self.slot is None:
-            self.slot = self.router.arena.acquire()
+            self.slot = self.router.arena.acquire(self.request.size)
             self.slot.fill(self.request.chunks)
-        elif self.slot.request_bytes < self.request.size:  # received before a payload limit change
-            self.slot = self.slot.copy(self.request.size, self.router.arena)
         self._track()
         headers = self.request.headers
         try:
@@ -393,21 +394,25 @@ class Forward:
         self.model_seconds += time.perf_counter() - self.t0
 
     def _answered(self, response, error) -> None:
-        if error is not None:
-            self._release(False)
-            if self.channel is not None:  # the instance may still write into the slot: retry from a copy
-                old, self.slot = self.slot, self.slot.copy(self.request.size, self.router.arena)
-                old.close()
-            self._failed(error)
-            return
-        self._release(response.keep_alive)
-        self._free_slot(sum(len(c) for c in response.chunks))
-        self.finish(response.status, response.chunks, response.content_type, response.custom_attributes)
-
-    def _free_slot(self, answer_bytes: int = 0) -> None:
-        if self.slot is not None:
-            self.router.arena.release(self.slot, max(self.request.size, answer_bytes))
+        try:
+            if error is not None:
+                self._release(False)
+                if self.channel is not None:  # the instance may still write into the slot: retry from a copy
+                    old, self.slot = self.slot, self.slot.copy(self.request.size)
+                    old.close()
+                self._failed(error)
+                return
+            self._release(response.keep_alive)
+            self._free_slot()
+            self.finish(response.status, response.chunks, response.content_type, response.custom_attributes)
+        except Exception as exc:  # a router bug: the client still gets an answer
             self.slot = None
+            self.conn.fail(exc)
+
+    def _free_slot(self) -> None:
+        if self.slot is not None:
+            slot, self.slot = self.slot, None
+            self.router.arena.release(slot)
 
     def _failed(self, error) -> None:
         self.router.balancer.eject(self.inst)

@@ -22,6 +22,7 @@ class RouteInstance:
     instance_id: str
     url: str  # base URL, e.g. http://127.0.0.1:41234
     handoff: str | None = None  # the instance's shared-memory handoff socket (instances the endpoint started)
+    pid: int | None = None  # its process, which must be the one holding that socket
 
 
 @dataclass

@@ -334,7 +334,7 @@ class Supervisor:
     def publish(self) -> int:
         self.generation += 1
         variants = [
-            RouteVariant(p.variant, p.weight, [RouteInstance(i.instance_id, i.url, i.handoff) for i in p.ready])
+            RouteVariant(p.variant, p.weight, [RouteInstance(i.instance_id, i.url, i.handoff, i.pid) for i in p.ready])
             for p in self.pools.values()
         ]
         settings = {
