@@ -12,6 +12,7 @@ import uuid
 import numpy as np
 import orjson
 import pytest
+import scipy.sparse as sp
 from serving_support import ToyLinearModel
 
 from algorithms import tensor_codec
@@ -104,6 +105,8 @@ def test_answers_equal_the_http_paths_byte_for_byte(served):
     proto = tensor_codec.encode_dense(rows)
     cases = [(csv, "text/csv", None), (csv, "text/csv", "application/jsonlines"),
              (proto, "application/x-recordio-protobuf", "application/x-recordio-protobuf"),
+             (tensor_codec.encode_sparse(sp.csr_matrix(rows[:5])), "application/x-recordio-protobuf", None),
+             (tensor_codec.encode_dense(rows[:5], np.ones(5, np.float32)), "application/x-recordio-protobuf", None),
              (orjson.dumps({"instances": rows[:3].tolist()}), "application/json", "application/json")]
     for body, ctype, accept in cases:
         status, got_type, got = hand_over(served, channel, arena, body, ctype, accept)

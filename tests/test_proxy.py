@@ -19,6 +19,9 @@ class Transport:
     def write(self, data):
         self.out.append(bytes(data))
 
+    def writelines(self, parts):
+        self.out.append(b"".join(parts))
+
     def pause_reading(self):
         self.paused = True
 

@@ -27,7 +27,7 @@ from collections import deque
 
 import orjson
 
-from .content import choose_response_type, request_media_type
+from .content import RECORDIO_PROTOBUF, choose_response_type, request_media_type
 from .errors import RequestError
 
 log = logging.getLogger("algorithms.serving.handoff")
@@ -169,7 +169,7 @@ class _Peer:
             self.server.loop.remove_reader(self.conn.fileno())
         self.conn.close()
         for mapping, _ in self.slots.values():
-            mapping.close()
+            _unmap(mapping)
         self.slots.clear()
 
     def _readable(self) -> None:
@@ -210,7 +210,7 @@ class _Peer:
                 os.close(fds[0])
             old = self.slots.pop(slot, None)
             if old is not None:
-                old[0].close()
+                _unmap(old[0])
             self.slots[slot] = (mapping, request_bytes)
         elif kind == REQUEST:
             for fd in fds:
@@ -220,7 +220,16 @@ class _Peer:
             mapping, request_bytes = self.slots[slot]
             if length > request_bytes:
                 raise ValueError(f"request {request_id} says {length} bytes; slot {slot} holds {request_bytes}")
-            status, ctype, body = self.answer(mapping[:length], content_type, accept)
+            # recordIO-protobuf is decoded straight from the slot (numpy views, copied once into the batch);
+            # text formats need bytes
+            zero_copy = (content_type or "").split(";", 1)[0].strip().lower() == RECORDIO_PROTOBUF
+            view = memoryview(mapping)[:length] if zero_copy else mapping[:length]
+            try:
+                status, ctype, body = self.answer(view, content_type, accept)
+            finally:
+                if zero_copy:
+                    with contextlib.suppress(BufferError):  # nothing should hold it; if so, GC frees it
+                        view.release()
             self.reply(request_id, mapping, request_bytes, status, ctype, body)
         elif kind == FORGET:
             for fd in fds:
@@ -228,7 +237,7 @@ class _Peer:
             _, slot = FORGET_MESSAGE.unpack_from(data)
             old = self.slots.pop(slot, None)
             if old is not None:
-                old[0].close()
+                _unmap(old[0])
         else:
             raise ValueError(f"unknown message kind {kind}")
 
@@ -259,6 +268,11 @@ class _Peer:
         finally:
             for fd in fds:
                 os.close(fd)
+
+
+def _unmap(mapping: mmap.mmap) -> None:
+    with contextlib.suppress(BufferError):  # a view still alive somewhere: unmapped when it is collected
+        mapping.close()
 
 
 def _write_all(fd: int, body: bytes) -> None:
