@@ -40,7 +40,7 @@ log = logging.getLogger("spark_ml.hosting.router")
 MAX_IDLE_SLOTS = 16
 MAX_LIVE_SLOTS = 256  # per router worker; beyond it bodies are collected in memory and go over HTTP
 KEEP_BYTES = 1 << 20  # an idle slot keeps at most this much of each area in memory
-MAX_META_BYTES = 8192  # Content-Type and Accept of one request, as sent to the instance
+MAX_META_BYTES = MAX_MESSAGE - REQUEST_MESSAGE.size  # one message; the router's 431 keeps headers far below
 
 
 def page_multiple(size: int) -> int:
@@ -181,7 +181,7 @@ class HandoffChannel:
         request_id = next(self.ids)
         meta = orjson.dumps([_text(content_type), _text(accept)])
         if len(meta) > MAX_META_BYTES:
-            raise ValueError(f"Content-Type and Accept take {len(meta)} bytes; {MAX_META_BYTES} at most go over")
+            raise ValueError(f"Content-Type and Accept take {len(meta)} bytes; one message holds {MAX_META_BYTES}")
         try:
             if slot.id not in self.known:
                 self.outbox.send(SLOT_MESSAGE.pack(SLOT, slot.id, slot.request_bytes, 2 * slot.request_bytes),

@@ -117,20 +117,21 @@ class JobMonitor:
         self.meeting_point.close()
         self._server.shutdown()
         self._server.server_close()
-        self.drain()
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        self._end_display()
 
-    def close_after(self, stage: threading.Thread) -> None:
-        """The driver has the results but Spark is still finishing ``stage``: stop the progress bar now, and
-        keep answering (a re-run attempt is told the job concluded) until the stage is over."""
-        self.meeting_point.conclude()
+    def _end_display(self) -> None:
+        """Record what arrived and close the progress bar; later events are recorded without one."""
         self.drain()
         if self._bar is not None:
             self._bar.close()
             self._bar = None
         self._show_progress = False
+
+    def close_after(self, stage: threading.Thread) -> None:
+        """The driver has the results but Spark is still finishing ``stage``: stop the progress bar now, and
+        keep answering (a re-run attempt is told the job concluded) until the stage is over."""
+        self.meeting_point.conclude()
+        self._end_display()
 
         def close_when_done() -> None:
             stage.join()
