@@ -309,8 +309,8 @@ def breakdown(algorithm: str, workers: int, df, args) -> str:
     """Where one fit's time goes: conversion (and its first-row check), the training stage (Spark's part and
     the workers'), and, outside Spark on the same channel, decoding alone and the whole fit in this process."""
     import spark_ml.estimators.base as base
+    from algorithms.builtin import run_builtin
     from algorithms.training import ChannelInput, Reporter, ThreadGroup, TrainingEnv
-    from algorithms.training.run import run_builtin
 
     captured = {}
     original = base.run_training

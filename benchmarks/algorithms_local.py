@@ -31,12 +31,14 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from algorithms.builtin.kmeans import closest_centers  # noqa: E402
+from algorithms.builtin import (
+    load_model,  # noqa: E402
+    run_builtin,  # noqa: E402
+)
+from algorithms.builtin.kmeans.algorithm import closest_centers  # noqa: E402
 from algorithms.channel import RECORDIO_PROTOBUF, Channel, Manifest, Shard  # noqa: E402
-from algorithms.models import load_model  # noqa: E402
 from algorithms.tensor_codec import encode_dense  # noqa: E402
 from algorithms.training import ChannelInput, Reporter, ThreadGroup, TrainingEnv  # noqa: E402
-from algorithms.training.run import run_builtin  # noqa: E402
 
 
 def make_blobs(rows: int, features: int, centers: int, seed: int = 0) -> np.ndarray:

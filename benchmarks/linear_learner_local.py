@@ -27,11 +27,13 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from algorithms.batch import Batch  # noqa: E402
+from algorithms.builtin import (
+    load_model,  # noqa: E402
+    run_builtin,  # noqa: E402
+)
 from algorithms.channel import RECORDIO_PROTOBUF, Channel, Manifest, Shard  # noqa: E402
-from algorithms.models import load_model  # noqa: E402
 from algorithms.tensor_codec import encode_dense  # noqa: E402
 from algorithms.training import ChannelInput, Reporter, ThreadGroup, TrainingEnv  # noqa: E402
-from algorithms.training.run import run_builtin  # noqa: E402
 
 
 def make_data(rows: int, features: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:

@@ -37,10 +37,10 @@ def build_jar() -> str:
 
 
 def artifacts(root: str, dim: int) -> dict[str, str]:
-    from algorithms.builtin._linear_model import LinearLearnerModel
-    from algorithms.builtin.kmeans import KMeansModel
+    from algorithms.builtin import save_model
+    from algorithms.builtin.kmeans.algorithm import KMeansModel
+    from algorithms.builtin.linear_learner.model import LinearLearnerModel
     from algorithms.builtin.pca import PCAModel
-    from algorithms.models import save_model
 
     rng = np.random.default_rng(0)
     v, _ = np.linalg.qr(rng.normal(size=(dim, 10)))

@@ -152,10 +152,10 @@ def start_bare_instance(model: str, workdir: str, k: int) -> tuple[subprocess.Po
 
 def make_model(path: str) -> str:
     """A real Linear Learner (binary) with 50 features, trained in this process on synthetic data."""
+    from algorithms.builtin import run_builtin
     from algorithms.channel import Manifest, Shard
     from algorithms.tensor_codec import encode_dense
     from algorithms.training.env import ChannelInput, TrainingEnv
-    from algorithms.training.run import run_builtin
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20_000, FEATURES)).astype(np.float32)

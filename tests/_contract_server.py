@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from algorithms import tensor_codec
 from algorithms.batch import Batch
-from algorithms.models import load_model
+from algorithms.builtin import load_model
 from algorithms.proto import Record
 from algorithms.recordio import frame
 

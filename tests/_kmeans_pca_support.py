@@ -7,11 +7,10 @@ import os
 import numpy as np
 import scipy.sparse as sp
 
+from algorithms.builtin import WorkerResult, load_model, run_builtin
 from algorithms.channel import FULLY_REPLICATED, RECORDIO_PROTOBUF, Channel, Manifest, Shard
-from algorithms.models import load_model
 from algorithms.tensor_codec import encode_dense, encode_sparse
 from algorithms.training import ChannelInput, Reporter, ThreadGroup, TrainingEnv
-from algorithms.training.run import TrainingResult, run_builtin
 
 
 def write_channel(path: str, x: np.ndarray, parts: int = 2, sparse: bool = False,
@@ -34,11 +33,11 @@ def write_channel(path: str, x: np.ndarray, parts: int = 2, sparse: bool = False
 
 
 def train(algorithm: str, hyperparameters: dict[str, str], train_channel: Channel, model_dir: str,
-          workers: int = 1, test_channel: Channel | None = None) -> tuple[list[TrainingResult], object]:
+          workers: int = 1, test_channel: Channel | None = None) -> tuple[list[WorkerResult], object]:
     """Train with ``workers`` thread-workers (shards dealt round-robin); every rank's result and the model."""
     shards = train_channel.shards()
 
-    def work(rank: int, collectives) -> TrainingResult:
+    def work(rank: int, collectives) -> WorkerResult:
         channels = {"train": ChannelInput.from_channel("train", train_channel, shards[rank::workers])}
         if test_channel is not None:
             replicated = test_channel.with_distribution(FULLY_REPLICATED)

@@ -14,10 +14,9 @@ import os
 import numpy as np
 
 from algorithms.batch import Batch
-from algorithms.builtin import register
-from algorithms.builtin.base import Algorithm, Model, Output
+from algorithms.builtin import register, save_model
+from algorithms.builtin.base import MergeablePass, Model, Output
 from algorithms.hyperparameters import Hyperparameter, HyperparameterSpec
-from algorithms.models import save_model
 
 PLUGIN = os.path.abspath(__file__)
 
@@ -149,7 +148,7 @@ class SlowModel(ToyLinearModel):
         return super().predict(batch)
 
 
-class _Moments(Algorithm):
+class _Moments(MergeablePass):
     """Shared training pass: feature sums, label-weighted sums and counts, merged by addition."""
 
     channels = ("train",)

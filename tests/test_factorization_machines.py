@@ -23,18 +23,18 @@ from sklearn.preprocessing import StandardScaler
 
 from algorithms import builtin
 from algorithms.artifact import ArtifactError
+from algorithms.backend import ENV as BACKEND_VARIABLE
 from algorithms.batch import Batch
-from algorithms.builtin import factorization_machines as fm_module
-from algorithms.builtin._fm_hyperparameters import SPEC, FMConfig
-from algorithms.builtin._fm_kernels import FMTrainer, prepare, raw_scores
-from algorithms.builtin._fm_ops import BACKEND_VARIABLE, NumpyOps, TorchOps, select_ops
-from algorithms.builtin._fm_state import initial_state, merge_states, touched_rows
+from algorithms.builtin import load_model, run_builtin
+from algorithms.builtin.factorization_machines import algorithm as fm_module
+from algorithms.builtin.factorization_machines.kernels import NumpyFMOps, TorchFMOps
+from algorithms.builtin.factorization_machines.params import SPEC, FMConfig
+from algorithms.builtin.factorization_machines.state import initial_state, merge_touched, touched_rows
+from algorithms.builtin.factorization_machines.trainer import FMTrainer, prepare, raw_scores
 from algorithms.channel import RECORDIO_PROTOBUF, Channel, Manifest, Shard
 from algorithms.hyperparameters import HyperparameterError
-from algorithms.models import load_model
 from algorithms.tensor_codec import encode_dense, encode_sparse
 from algorithms.training import ChannelInput, Reporter, ThreadGroup, TrainingEnv
-from algorithms.training.run import run_builtin
 
 NAME = "factorization-machines"
 
@@ -215,7 +215,7 @@ def test_gradients_match_finite_differences(backend, sparse, predictor_type):
     x.eliminate_zeros()
     y = (rng.random(30) < 0.5).astype(np.float32) if predictor_type == "binary_classifier" else \
         rng.standard_normal(30).astype(np.float32)
-    ops = NumpyOps() if backend == "numpy" else TorchOps("cpu")
+    ops = NumpyFMOps() if backend == "numpy" else TorchFMOps("cpu")
     state = initial_state(cfg)
     trainer = FMTrainer(cfg, {k: v.copy() for k, v in state.items()}, ops)
     batch = prepare(Batch(x if sparse else x.toarray(), y), cfg, "train", 0)
@@ -243,7 +243,7 @@ def test_optimizer_follows_mxnet_adam_with_group_rates_decay_clipping_and_rescal
                  linear_wd=0.2, factors_wd=0.3, clip_gradient=0.05, rescale_grad=0.5, eps=1e-6,
                  factors_init_sigma=0.5)
     state = initial_state(cfg)
-    trainer = FMTrainer(cfg, {k: v.copy() for k, v in state.items()}, NumpyOps())
+    trainer = FMTrainer(cfg, {k: v.copy() for k, v in state.items()}, NumpyFMOps())
     x = np.zeros((4, 3), np.float32)
     x[:, 0] = [1.0, 2.0, -1.0, 0.5]
     y = np.array([1.0, 3.0, -2.0, 0.0], np.float32)
@@ -276,7 +276,7 @@ def test_optimizer_follows_mxnet_adam_with_group_rates_decay_clipping_and_rescal
 def test_sparse_steps_are_lazy():
     cfg = config(feature_dim=6, num_factors=2)
     state = initial_state(cfg)
-    trainer = FMTrainer(cfg, {k: v.copy() for k, v in state.items()}, NumpyOps())
+    trainer = FMTrainer(cfg, {k: v.copy() for k, v in state.items()}, NumpyFMOps())
     x = sp.csr_matrix(np.array([[1, 0, 2, 0, 0, 0], [0, 0, 1, 0, 0, 0]], np.float32))
     trainer.step(prepare(Batch(x, np.array([1.0, 0.0], np.float32)), cfg, "train", 0))
     out = trainer.export()
@@ -299,7 +299,7 @@ def test_merge_weights_each_feature_by_the_records_that_touched_it():
     b = worker(5.0, [1, 0, 0], rows=1, w0=5.0)
     sent = touched_rows(b)  # what b puts on the wire: only the rows its records touched
     assert sent["touched"].tolist() == [0] and sent["theta"].shape == (1, 2)
-    merged = merge_states([a, b])
+    merged = merge_touched(a, [touched_rows(a), touched_rows(b)])  # what a's worker does after an epoch
     np.testing.assert_allclose(merged["theta"][:, 0], [2.0, 1.0, 1.0])  # 3:1 weights; only a; nobody (a's)
     np.testing.assert_allclose(merged["m_theta"][:, 1], [2.0, 1.0, 1.0])
     assert merged["w0"][0] == pytest.approx(2.0)  # weighted by records
@@ -308,40 +308,6 @@ def test_merge_weights_each_feature_by_the_records_that_touched_it():
 
 
 # ------------------------------------------------------------------------------------------------ backends
-def test_backend_selection(monkeypatch):
-    monkeypatch.delenv(BACKEND_VARIABLE, raising=False)
-    assert select_ops("cpu").name == "numpy"
-    monkeypatch.setenv(BACKEND_VARIABLE, "torch")
-    assert select_ops("cpu").name == "torch"
-    monkeypatch.setenv(BACKEND_VARIABLE, "jax")
-    with pytest.raises(ValueError, match=f"{BACKEND_VARIABLE} must be auto, numpy or torch"):
-        select_ops("cpu")
-
-
-def test_module_imports_and_chooses_numpy_without_torch(tmp_path):
-    """A worker without torch installed: the module must import and the numpy path must work."""
-    import subprocess
-    import sys
-
-    # A finder that refuses torch, rather than sys.modules['torch'] = None, which scipy's array-API probe trips on.
-    code = ("import sys\n"
-            "class NoTorch:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name == 'torch' or name.startswith('torch.'):\n"
-            "            raise ImportError('No module named torch')\n"
-            "sys.meta_path.insert(0, NoTorch())\n"
-            "import numpy as np\n"
-            "from algorithms.batch import Batch\n"
-            "from algorithms.builtin import get\n"
-            "from algorithms.builtin._fm_ops import select_ops, TorchOps\n"
-            "get('factorization-machines')\n"
-            "assert select_ops('cpu').name == 'numpy'\n"
-            "try:\n    TorchOps('cpu')\nexcept ImportError as e:\n    print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, BACKEND_VARIABLE: "auto"})
-    assert "install the 'deep' extra" in out.stdout
-
-
 @pytest.mark.parametrize("sparse", [False, True])
 def test_torch_backend_trains_the_same_model(tmp_path, monkeypatch, sparse):
     x, signal, rng = interaction_data(1500, 10, seed=11)
@@ -595,7 +561,7 @@ def test_test_metrics_cover_the_whole_test_channel(tmp_path):
 def test_a_sparse_batch_of_empty_rows_moves_only_the_bias(backend):
     cfg = config(feature_dim=5, num_factors=2, predictor_type="binary_classifier")
     state = initial_state(cfg)
-    ops = NumpyOps() if backend == "numpy" else TorchOps("cpu")
+    ops = NumpyFMOps() if backend == "numpy" else TorchFMOps("cpu")
     trainer = FMTrainer(cfg, {k: v.copy() for k, v in state.items()}, ops)
     empty = sp.csr_matrix((3, 5), dtype=np.float32)
     trainer.step(prepare(Batch(empty, np.array([1, 1, 0], np.float32)), cfg, "train", 0))

@@ -15,7 +15,7 @@ from serving_support import BYO_SERVER, LOAD_GENERATOR, HostingHome, plugin_env,
 
 from algorithms import tensor_codec
 from algorithms.batch import Batch
-from algorithms.models import load_model
+from algorithms.builtin import load_model
 from algorithms.serving.response_records import decode_outputs
 from spark_ml import cli, hosting
 from spark_ml.hosting import ProductionVariant

@@ -8,7 +8,7 @@ from pyspark.ml.linalg import Vectors
 from serving_support import BYO_SERVER, HostingHome, plugin_env, wait_for, write_models
 
 from algorithms.batch import Batch
-from algorithms.models import load_model
+from algorithms.builtin import load_model
 from spark_ml import hosting
 from spark_ml.hosting import EndpointModel, OutputSpec, ProductionVariant
 

@@ -17,9 +17,9 @@ from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 from sklearn.metrics import pairwise_distances
 
 from algorithms import builtin
+from algorithms.backend import ENV as BACKEND_ENV
 from algorithms.batch import Batch
-from algorithms.builtin._backend import BACKEND_ENV, NumpyBackend, backend_for, get_backend
-from algorithms.builtin.kmeans import KMeans, KMeansModel, num_centers
+from algorithms.builtin.kmeans.algorithm import KMeans, KMeansModel, num_centers
 from algorithms.hyperparameters import HyperparameterError
 from algorithms.training import ChannelInput, TrainingEnv
 
@@ -209,41 +209,7 @@ def test_model_round_trip_and_feature_check(tmp_path):
         again.predict(Batch(np.zeros((1, 2))))
 
 
-# The torch backend (GPU workers) must compute what numpy computes; here on CPU tensors ----------------
-def test_torch_backend_operations_agree_with_numpy():
-    pytest.importorskip("torch")
-    torch_be, numpy_be = get_backend("torch:cpu"), NumpyBackend()
-    rng = np.random.default_rng(3)
-    dense = rng.standard_normal((40, 7))
-    sparse = sp.random(40, 7, density=0.3, format="csr", random_state=4)
-    other = rng.standard_normal((7, 5))
-    rows = rng.standard_normal((40, 5))
-    segments = rng.integers(0, 6, size=40)
-    for x in (dense, sparse):
-        a, b = torch_be.asarray(x), numpy_be.asarray(x)
-        assert torch_be.is_sparse(a) == numpy_be.is_sparse(b) == sp.issparse(x)
-        pairs = [
-            (torch_be.matmul(a, torch_be.asarray(other)), numpy_be.matmul(b, other)),
-            (torch_be.t_matmul(a, torch_be.asarray(rows)), numpy_be.t_matmul(b, rows)),
-            (torch_be.gram(a), numpy_be.gram(b)),
-            (torch_be.row_sq_norms(a), numpy_be.row_sq_norms(b)),
-            (torch_be.col_sums(a), numpy_be.col_sums(b)),
-            (torch_be.segment_sum(a, torch_be.asarray(segments), 6), numpy_be.segment_sum(b, segments, 6)),
-            (torch_be.dense(a), numpy_be.dense(b)),
-        ]
-        for got, want in pairs:
-            np.testing.assert_allclose(torch_be.to_numpy(got), want, rtol=1e-12, atol=1e-12)
-    idx, low = torch_be.argmin_rows(torch_be.asarray(dense))
-    np.testing.assert_array_equal(torch_be.to_numpy(idx), dense.argmin(axis=1))
-    np.testing.assert_allclose(torch_be.to_numpy(low), dense.min(axis=1))
-    weights = rng.random(40)
-    np.testing.assert_allclose(
-        torch_be.to_numpy(torch_be.bincount(torch_be.asarray(segments), torch_be.asarray(weights), 6)),
-        numpy_be.bincount(segments, weights, 6))
-    with pytest.raises(ValueError, match=BACKEND_ENV):
-        get_backend("cupy")
-
-
+# The torch backend (GPU workers) must train what numpy trains; here on CPU tensors ----------------------
 def test_torch_backend_trains_the_same_model_as_numpy(tmp_path, monkeypatch, digits):
     pytest.importorskip("torch")
     dense = write_channel(str(tmp_path / "dense"), digits, parts=2)
@@ -255,21 +221,6 @@ def test_torch_backend_trains_the_same_model_as_numpy(tmp_path, monkeypatch, dig
                                str(tmp_path / "torch_sp"))
     for model in (on_torch, on_torch_sparse):
         np.testing.assert_allclose(model.cluster_centers, reference.cluster_centers, rtol=1e-6, atol=1e-6)
-
-
-def test_backend_choice_follows_the_device_and_works_without_torch(monkeypatch):
-    import sys
-
-    monkeypatch.delenv(BACKEND_ENV, raising=False)
-    messages: list[str] = []
-    assert backend_for("cpu", messages.append).name == "numpy" and not messages
-    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
-    assert backend_for("cuda", messages.append).name == "numpy"
-    assert "given a GPU but torch is not installed" in messages[0]
-    with pytest.raises(ValueError, match="needs torch, which is not installed"):
-        get_backend("torch")
-    monkeypatch.setenv(BACKEND_ENV, "numpy")
-    assert backend_for("cuda").name == "numpy"
 
 
 def test_sparse_high_dimensional_rows_stay_sparse(tmp_path, monkeypatch):

@@ -7,7 +7,6 @@ to predict. Comparisons use a held-out test split that training never sees.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 
@@ -23,10 +22,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from algorithms import builtin
+from algorithms.backend import ENV as BACKEND_ENV
 from algorithms.batch import Batch
-from algorithms.builtin import _linear_losses, _linear_ops, linear_learner
-from algorithms.builtin._linear_grid import build_grid
-from algorithms.builtin._linear_metrics import (
+from algorithms.builtin import load_model, run_builtin
+from algorithms.builtin.linear_learner import algorithm as linear_learner
+from algorithms.builtin.linear_learner import kernels, losses
+from algorithms.builtin.linear_learner.grid import build_grid
+from algorithms.builtin.linear_learner.metrics import (
     BINS,
     MarginHistogram,
     best_edges,
@@ -35,10 +37,8 @@ from algorithms.builtin._linear_metrics import (
 )
 from algorithms.channel import RECORDIO_PROTOBUF, Channel, Manifest, Shard
 from algorithms.hyperparameters import HyperparameterError
-from algorithms.models import load_model
 from algorithms.tensor_codec import encode_dense, encode_sparse
 from algorithms.training import ChannelInput, Reporter, ThreadGroup, TrainingEnv
-from algorithms.training.run import run_builtin
 
 LL = builtin.get("linear-learner")
 
@@ -511,14 +511,12 @@ def test_models_left_out_of_training_keep_their_columns_exactly(tmp_path, cancer
         {"train": channel},
         str(tmp_path / "model"),
     )
-    algo = LL(env)
-    algo.init()
-    full = algo.ensemble
+    full = LL(env)._setup()
     batches = list(channel.batches(40))
 
     def run(ens, part):
         for batch in part:
-            ens.step(ens.ops.features(batch.features), ens.labels(batch.labels))
+            ens.step(ens.ops.asarray(batch.features), ens.labels(batch.labels))
 
     run(full, batches[:5])
     part = copy.deepcopy(full)
@@ -663,7 +661,7 @@ def test_bad_hyperparameters_fail_before_training_naming_the_parameter(raw, name
 
 
 def test_auto_values_resolve():
-    from algorithms.builtin._linear_params import resolve
+    from algorithms.builtin.linear_learner.params import linear_config as resolve
 
     c = resolve(
         LL.validate(
@@ -912,20 +910,6 @@ def test_held_out_rows_are_the_same_every_epoch():
     assert holdout.rows == int((~masks[0]).sum())
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
-def test_backend_variable_takes_the_values_every_built_in_takes(monkeypatch):
-    from algorithms.builtin import _linear_ops
-
-    for value, name, device in (("numpy", "numpy", "cpu"), ("torch", "torch", "cpu"),
-                                ("torch:cpu", "torch", "cpu")):
-        monkeypatch.setenv(_linear_ops.BACKEND_VARIABLE, value)
-        ops = _linear_ops.select_ops("cpu")
-        assert (ops.name, str(ops.device)) == (name, device), value
-    monkeypatch.setenv(_linear_ops.BACKEND_VARIABLE, "jax")
-    with pytest.raises(ValueError, match="must be one of numpy, torch, torch:cpu, torch:cuda"):
-        _linear_ops.select_ops("cpu")
-
-
 @pytest.mark.parametrize(
     "case",
     ["binary-dense", "binary-sparse", "multiclass", "regressor"],
@@ -947,9 +931,9 @@ def test_torch_backend_matches_numpy(tmp_path, monkeypatch, case):
     x = sp.csr_matrix(x_train) if case == "binary-sparse" else x_train
     train = write_channel(tmp_path / "train", x, y_train)
     hp = {**hp, "mini_batch_size": 32, "epochs": 3, "num_models": 8}
-    monkeypatch.setenv(_linear_ops.BACKEND_VARIABLE, "numpy")
+    monkeypatch.setenv(BACKEND_ENV, "numpy")
     reference, ref_reporter = fit(tmp_path, hp, train, validation=train, name="numpy")
-    monkeypatch.setenv(_linear_ops.BACKEND_VARIABLE, "torch")
+    monkeypatch.setenv(BACKEND_ENV, "torch")
     torched, reporter = fit(tmp_path, hp, train, validation=train, name="torch")
     scale = np.abs(reference.coefficients).max()
     np.testing.assert_allclose(torched.coefficients, reference.coefficients, atol=1e-4 * scale)
@@ -959,45 +943,22 @@ def test_torch_backend_matches_numpy(tmp_path, monkeypatch, case):
 
 def test_loss_gradients_match_finite_differences():
     rng = np.random.default_rng(0)
-    ops = _linear_ops.NumpyOps(np.float64)
+    ops = kernels.NumpyLinearOps(np.float64)
     z = rng.normal(size=(7, 3))
-    cases = [(name, (rng.random((7, 1)) > 0.5).astype(float)) for name in _linear_losses.BINARY_LOSSES]
-    cases += [(name, rng.normal(size=(7, 1))) for name in _linear_losses.REGRESSION_LOSSES]
+    cases = [(name, (rng.random((7, 1)) > 0.5).astype(float)) for name in losses.BINARY_LOSSES]
+    cases += [(name, rng.normal(size=(7, 1))) for name in losses.REGRESSION_LOSSES]
     for name, y in cases:
-        loss = _linear_losses.Loss(name, margin=0.7, quantile=0.3, insensitivity=0.2, delta=0.5)
+        loss = losses.Loss(name, margin=0.7, quantile=0.3, insensitivity=0.2, delta=0.5)
         value, grad = loss.value_grad(ops, z.copy(), y)
         h = 1e-6
         numeric = (loss.value_grad(ops, z + h, y)[0] - loss.value_grad(ops, z - h, y)[0]) / (2 * h)
         np.testing.assert_allclose(grad, numeric, atol=1e-4, err_msg=name)
     logits = rng.normal(size=(5, 2, 4))
     labels = rng.integers(0, 4, size=5)
-    softmax = _linear_losses.Loss("softmax_loss")
+    softmax = losses.Loss("softmax_loss")
     value, grad = softmax.value_grad(ops, logits.copy(), labels)
     expected = -np.log(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True))[np.arange(5), :, labels]
     np.testing.assert_allclose(value, expected, rtol=1e-10)
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     probs[np.arange(5), :, labels] -= 1
     np.testing.assert_allclose(grad, probs, rtol=1e-10, atol=1e-12)
-
-
-def test_streaming_contract_pieces(tmp_path, cancer, cancer_reference):
-    """init -> update(batch)* -> merge -> finalize, driven by hand, also gives a working model."""
-    x_train, x_test, y_train, y_test = cancer
-    channel = ChannelInput.from_channel("train", write_channel(tmp_path / "train", x_train, y_train))
-    env = TrainingEnv(
-        {"predictor_type": "binary_classifier", "num_models": "4"},
-        {"train": channel},
-        str(tmp_path / "model"),
-    )
-    algo = LL(env)
-    state = algo.init()
-    assert state["W"].shape == (x_train.shape[1], 4)
-    for _ in range(15):
-        for batch in channel.batches(32):
-            state = algo.update(state, batch)
-    merged = algo.merge([state, state])  # identical workers average to themselves
-    np.testing.assert_allclose(merged["W"], state["W"], rtol=1e-6)
-    assert merged["rows"][0] == 2 * state["rows"][0]
-    model = algo.finalize(merged)
-    accuracy = skm.accuracy_score(y_test, predict(model, x_test)["predicted_label"])
-    assert accuracy >= cancer_reference[0] - 0.03

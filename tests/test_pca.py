@@ -12,8 +12,8 @@ from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.decomposition import PCA as SkPCA
 
 from algorithms import builtin
+from algorithms.backend import ENV as BACKEND_ENV
 from algorithms.batch import Batch
-from algorithms.builtin._backend import BACKEND_ENV
 from algorithms.builtin.pca import PCA, PCAModel, chan_merge, sketch_size
 from algorithms.channel import RECORDIO_PROTOBUF, Channel, Manifest, Shard
 from algorithms.hyperparameters import HyperparameterError

@@ -16,8 +16,8 @@ from sklearn.preprocessing import StandardScaler
 
 import spark_ml
 from algorithms.batch import Batch
+from algorithms.builtin import load_model
 from algorithms.channel import Shard
-from algorithms.models import load_model
 from spark_ml import jobs
 from spark_ml.runner import SCRIPT, ScriptPlan, TrainingJobFailed, TrainingJobStopped, TrainingRequest, run_training
 from spark_ml.runner.capacity import ClusterCapacityError

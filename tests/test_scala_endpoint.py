@@ -23,10 +23,10 @@ from serving_support import HostingHome
 
 from algorithms import tensor_codec
 from algorithms.batch import Batch
-from algorithms.builtin._linear_model import LinearLearnerModel
-from algorithms.builtin.kmeans import KMeansModel
+from algorithms.builtin import load_model, save_model
+from algorithms.builtin.kmeans.algorithm import KMeansModel
+from algorithms.builtin.linear_learner.model import LinearLearnerModel
 from algorithms.builtin.pca import PCAModel
-from algorithms.models import load_model, save_model
 from spark_ml import hosting
 from spark_ml.hosting import ProductionVariant
 

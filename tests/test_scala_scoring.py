@@ -20,10 +20,9 @@ from _scala_support import JVMError, SparkWorker, build_jar, jvm_task, plain, se
 from scipy.special import expit, softmax
 
 from algorithms.artifact import load_arrays, npz_bytes, read_manifest
+from algorithms.builtin import load_model, run_builtin
 from algorithms.channel import Channel
-from algorithms.models import load_model
 from algorithms.training import ChannelInput, TrainingEnv
-from algorithms.training.run import run_builtin
 
 RTOL = 1e-6
 

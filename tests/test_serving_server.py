@@ -14,8 +14,8 @@ from serving_support import PLUGIN, ToyKMeansModel, ToyLinearModel, write_models
 
 from algorithms import tensor_codec
 from algorithms.batch import Batch
+from algorithms.builtin import load_model
 from algorithms.builtin.base import Model, Output
-from algorithms.models import load_model
 from algorithms.serving.app import InferenceApp
 from algorithms.serving.response_records import decode_outputs
 

@@ -18,14 +18,13 @@ from sklearn.model_selection import train_test_split
 
 from algorithms.artifact import read_manifest
 from algorithms.batch import Batch
-from algorithms.builtin._xgb_data import DataError
-from algorithms.builtin.xgboost import GPUUnavailable, XGBoost
+from algorithms.builtin import load_model, run_builtin
+from algorithms.builtin.xgboost.algorithm import GPUUnavailable, XGBoost
+from algorithms.builtin.xgboost.data import DataError
 from algorithms.channel import RECORDIO_PROTOBUF, Channel, Manifest, Shard
 from algorithms.hyperparameters import HyperparameterError
-from algorithms.models import load_model
 from algorithms.tensor_codec import encode_dense, encode_sparse
 from algorithms.training import ChannelInput, Reporter, TrainingEnv
-from algorithms.training.run import run_builtin
 
 
 class Recorder(Reporter):

@@ -1,37 +1,18 @@
-"""Registry of the built-in algorithms, by their SageMaker names."""
+"""The built-in algorithms: the contract they implement, their registry, and running and saving them.
 
-from __future__ import annotations
+- :mod:`.base`: :class:`Algorithm` (``train() -> Model``), :class:`MergeablePass` (streaming algorithms),
+  :class:`Model` and :class:`Output`.
+- :mod:`.registry`: the algorithms by SageMaker name (:func:`register`, :func:`get`, :func:`names`).
+- :mod:`.run`: :func:`run_builtin`, what a training worker calls; :mod:`.persistence`: :func:`save_model` /
+  :func:`load_model` for model artifacts.
+- one module or subpackage per algorithm (``kmeans/``, ``pca.py``, ``linear_learner/``,
+  ``factorization_machines/``, ``xgboost/``).
+"""
 
-from .base import Algorithm, Model, Output
+from .base import Algorithm, MergeablePass, Model, Output
+from .persistence import load_model, save_model
+from .registry import get, names, register
+from .run import WorkerResult, run_builtin
 
-_ALGORITHMS: dict[str, type[Algorithm]] = {}
-
-
-def register(cls: type[Algorithm]) -> type[Algorithm]:
-    _ALGORITHMS[cls.name] = cls
-    return cls
-
-
-def get(name: str) -> type[Algorithm]:
-    _load_all()
-    try:
-        return _ALGORITHMS[name]
-    except KeyError:
-        raise ValueError(f"unknown algorithm {name!r}; built-ins: {', '.join(sorted(_ALGORITHMS))}") from None
-
-
-def names() -> list[str]:
-    _load_all()
-    return sorted(_ALGORITHMS)
-
-
-def _load_all() -> None:
-    """Import every module of this package; each algorithm module registers its class on import."""
-    import importlib
-    import pkgutil
-
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_") and info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
-
-__all__ = ["Algorithm", "Model", "Output", "get", "names", "register"]
+__all__ = ["Algorithm", "MergeablePass", "Model", "Output", "WorkerResult", "get", "load_model", "names",
+           "register", "run_builtin", "save_model"]

@@ -1,15 +1,21 @@
-"""The interface every built-in algorithm implements, and the model it produces.
+"""The contract every built-in algorithm implements, and the model it produces.
 
-An algorithm streams over its worker's shards: ``init -> update(batch)* -> merge(states) ->
-finalize -> Model``. State is a dict of numpy arrays, so workers merge it through the collectives
-(``allgather_state``) without pickle. ``train`` is the default driver loop; algorithms whose
-training is not one mergeable pass (SGD with per-epoch model averaging, a final reduction on rank 0,
-early stopping) override it and still use the same pieces.
+:class:`Algorithm` is built on one worker's :class:`~algorithms.training.env.TrainingEnv` (its channels,
+hyperparameters, rank, collectives, reporter and array backend) and has one required method,
+``train() -> Model``; every worker calls it, the workers talk only through ``env.collectives``, and rank 0's
+model is saved. How training goes is the algorithm's business: iterative ones (Linear Learner, FM, XGBoost,
+the neural built-ins) loop over epochs or rounds and average or all-reduce across workers.
+
+Streaming ones (K-Means, PCA) are a sequence of mergeable passes and subclass :class:`MergeablePass`:
+``init -> update(batch)* -> merge(states) -> finalize``, with state a dict of numpy arrays, so one pass over
+the streamed shards merges across workers (``allgather_state``, no pickle) and the result does not depend
+on how rows were split among workers.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -72,7 +78,8 @@ class Model(ABC):
 
 
 class Algorithm(ABC):
-    """A built-in algorithm. Subclasses declare ``name``, ``hyperparameters``, ``model_class``."""
+    """A built-in algorithm. Subclasses declare ``name`` (SageMaker's), ``hyperparameters`` and ``model_class``,
+    and implement :meth:`train`."""
 
     name: ClassVar[str]
     hyperparameters: ClassVar[HyperparameterSpec]
@@ -97,6 +104,15 @@ class Algorithm(ABC):
         """Parse and check hyperparameters without data (fails before any Spark job starts)."""
         return cls.hyperparameters.parse(hyperparameters)
 
+    @abstractmethod
+    def train(self) -> Model:
+        """Train on this worker's part of the channels, meeting the other workers through ``env.collectives``;
+        report metrics through ``env.reporter``. Every worker returns the same model (rank 0's is saved)."""
+
+    def evaluate(self, model: Model) -> dict[str, float]:
+        """Score the validation/test channels and report the metrics (SageMaker names). Default: none."""
+        return {}
+
     def resolve_feature_dim(self) -> int:
         declared = self.hp.get("feature_dim")
         train = self.env.channel("train")
@@ -117,38 +133,53 @@ class Algorithm(ABC):
         epochs = self.hp.get("epochs")
         return 1 if epochs in (None, AUTO) else int(epochs)
 
-    # The streaming contract -------------------------------------------------------------------------
+
+class MergeablePass(Algorithm):
+    """An algorithm trained by streamed passes whose per-worker states merge exactly.
+
+    One pass: :meth:`init`, :meth:`update` for each batch of this worker's shards (:meth:`stream`), then every
+    worker's state merged (:meth:`merged`); :meth:`finalize` turns a merged state into the model. The default
+    :meth:`train` runs one such pass per epoch; algorithms with more between passes (K-Means shares its centers,
+    randomized PCA refines a basis) override it and use the same pieces.
+    """
+
     @abstractmethod
     def init(self) -> State:
-        ...
+        """The empty state of a pass."""
 
     @abstractmethod
     def update(self, state: State, batch: Batch) -> State:
-        ...
+        """``state`` with ``batch`` folded in."""
 
     @abstractmethod
     def merge(self, states: list[State]) -> State:
-        ...
+        """One state from several workers' (or batches') states, as if one worker had seen all their rows."""
 
     @abstractmethod
     def finalize(self, state: State) -> Model:
-        ...
+        """The model of a merged state."""
+
+    def stream(self, batches: Iterable[Batch], state: State, epoch: int = 0, epochs: int | None = None) -> State:
+        """Fold this worker's ``batches`` into ``state``, reporting progress."""
+        train = self.env.channel("train")
+        total = train.num_records if train is not None else None
+        seen = 0
+        for batch in batches:
+            state = self.update(state, batch)
+            seen += len(batch)
+            self.env.reporter.progress(seen, epoch, total, epochs)
+        return state
+
+    def merged(self, state: State) -> State:
+        """Every worker's ``state`` merged (the same on every worker)."""
+        return self.merge(self.env.collectives.allgather_state(state))
 
     def train(self) -> Model:
         """One mergeable pass per epoch over this worker's train shards, merged across workers each epoch."""
         train = self.env.require_channel("train")
         state = self.init()
         for epoch in range(self.epochs()):
-            seen = 0
-            for batch in train.batches(self.batch_size()):
-                state = self.update(state, batch)
-                seen += len(batch)
-                self.env.reporter.progress(seen, epoch, train.num_records, self.epochs())
-            state = self.merge(self.env.collectives.allgather_state(state))
+            state = self.merged(self.stream(train.batches(self.batch_size()), state, epoch, self.epochs()))
         model = self.finalize(state)
         self.evaluate(model)
         return model
-
-    def evaluate(self, model: Model) -> dict[str, float]:
-        """Score the validation/test channels and report the metrics (SageMaker names). Default: none."""
-        return {}

@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ..backend import Backend
 from ..batch import Batch
 from ..hyperparameters import Hyperparameter, HyperparameterError, HyperparameterSpec
 from ..training.collectives import State
-from . import register
-from ._backend import ArrayBackend, backend_for
-from .base import Algorithm, Model, Output
+from .base import MergeablePass, Model, Output
+from .registry import register
 
 MODES = ("regular", "randomized")
 BLOCK_ROWS = 4096
@@ -148,7 +148,7 @@ class PCAModel(Model):
 
 
 @register
-class PCA(Algorithm):
+class PCA(MergeablePass):
     name = "pca"
     hyperparameters = HYPERPARAMETERS
     model_class = PCAModel
@@ -161,7 +161,7 @@ class PCA(Algorithm):
         self.mode = self.hp["algorithm_mode"]
         self.subtract_mean = bool(self.hp["subtract_mean"])
         self.ell = sketch_size(self.num_components, int(self.hp["extra_components"]), self.feature_dim)
-        self.backend: ArrayBackend = backend_for(env.device, env.reporter.log)
+        self.backend: Backend = env.backend
         self.basis: np.ndarray | None = None  # randomized mode: the d×ℓ directions of the current pass
         self._basis_dev: Any = None
         self._shift_dev: Any = None  # randomized mode after the first pass: (mean, mean @ basis)
@@ -261,15 +261,9 @@ class PCA(Algorithm):
     def _pass(self) -> State:
         """One streamed pass over this worker's train shards, merged across workers (numpy state)."""
         train = self.env.require_channel("train")
-        state = self.init()
-        seen = 0
-        for batch in train.blocks(self.block_rows()):
-            state = self.update(state, batch)
-            seen += len(batch)
-            self.env.reporter.progress(seen, self.passes, train.num_records)
+        state = self.stream(train.blocks(self.block_rows()), self.init(), self.passes)
         self.passes += 1
-        state = {key: self.backend.to_numpy(value) for key, value in state.items()}
-        return self.merge(self.env.collectives.allgather_state(state))
+        return self.merged({key: self.backend.to_numpy(value) for key, value in state.items()})
 
     def _set_basis(self, basis: np.ndarray, mean: np.ndarray | None = None) -> None:
         """The directions of the next pass and, once known, the mean its rows are centered on."""

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     load_plugins(args.plugin)
-    from ..models import load_model
+    from ..builtin import load_model
     from .app import InferenceApp
 
     try:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
+from ..backend import Backend, select_backend
 from ..batch import Batch
 from ..channel import RECORDIO_PROTOBUF, Channel, Shard, base_content_type
 from .collectives import Collectives, LocalCollectives
@@ -73,7 +75,8 @@ class TrainingEnv:
 
     ``hyperparameters`` are strings with SageMaker's names. ``rank`` is this worker's index among
     ``hosts``; rank 0 writes the model. ``gpus`` are the device addresses Spark gave this worker's task
-    (``CUDA_VISIBLE_DEVICES`` is already set to them), ``device`` is ``"cuda"`` or ``"cpu"``.
+    (``CUDA_VISIBLE_DEVICES`` is already set to them), ``device`` is ``"cuda"`` or ``"cpu"``, and ``backend``
+    the array backend chosen once for that device (:func:`algorithms.backend.select_backend`).
     """
 
     hyperparameters: dict[str, str]
@@ -88,6 +91,8 @@ class TrainingEnv:
     num_cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
     job_name: str | None = None
     address: str = "127.0.0.1"  # this worker's network address, for framework rendezvous (torch, XGBoost)
+    checkpoint_dir: str | None = None  # folder or URI kept across re-runs of a failed attempt (SageMaker's
+    # checkpoint_local_path); the driver deletes it once the job ended
 
     @property
     def world_size(self) -> int:
@@ -104,6 +109,15 @@ class TrainingEnv:
     @property
     def device(self) -> str:
         return "cuda" if self.gpus else "cpu"
+
+    @cached_property
+    def backend(self) -> Backend:
+        """numpy or torch on this worker's device, chosen on first use and kept for the whole job."""
+        backend = select_backend(self.device)
+        if backend.device != self.device:
+            self.reporter.log(f"array backend: {backend.name} on {backend.device} (this worker's device: "
+                              f"{self.device})")
+        return backend
 
     def channel(self, name: str) -> ChannelInput | None:
         return self.channels.get(name)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 log = logging.getLogger("algorithms.training")
 
@@ -26,6 +28,31 @@ class Reporter:
     def progress(self, records: int, epoch: int | None = None, total_records: int | None = None,
                  total_epochs: int | None = None) -> None:
         """Records processed so far in this epoch (by this worker)."""
+
+    def failed(self, reason: str) -> None:
+        """This worker failed (whoever runs it learns first of this failure, not of its peers' consequences)."""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The one line that says why a worker failed."""
+    if getattr(exc, "full_reason", False):
+        return str(exc)[:2000]
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+@contextmanager
+def failures_reported_first(reporter: Reporter) -> Iterator[None]:
+    """Report a failure inside a framework's collective (XGBoost's, torch.distributed) before leaving it.
+
+    Leaving the collective breaks it for the other workers, which then fail too, with errors that only say a
+    peer went away; the job's reason must be this worker's, so it is reported while the others still wait.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        reporter.failed(failure_reason(exc))
+        raise
 
 
 class LogReporter(Reporter):

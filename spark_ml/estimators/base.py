@@ -151,7 +151,7 @@ class SageMakerModel(Model, CommonParams, MLWritable, MLReadable):
     def algorithm_model(self):
         """The Spark-free model (``algorithms.builtin.base.Model``), loaded once."""
         if self._model is None:
-            from algorithms.models import load_model
+            from algorithms.builtin import load_model
 
             self._model = load_model(self.getOrDefault(self.modelLocation))
         return self._model

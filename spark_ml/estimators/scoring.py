@@ -45,7 +45,7 @@ def _load(files: dict[str, bytes], key: str):
     with _lock:
         model = _cache.get(key)
         if model is None:
-            from algorithms.models import load_model
+            from algorithms.builtin import load_model
 
             with tempfile.TemporaryDirectory(prefix="spark-ml-scoring-") as folder:  # models load into memory
                 for name, data in files.items():

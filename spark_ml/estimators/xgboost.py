@@ -23,7 +23,7 @@ from typing import Any
 
 from pyspark.ml.param import Param, Params, TypeConverters
 
-from algorithms.builtin._xgb_params import CLASSIFICATION_PREFIXES, objective_of
+from algorithms.builtin.xgboost.params import CLASSIFICATION_PREFIXES, objective_of
 
 from .base import SageMakerEstimator, SageMakerModel
 from .params import ParamError

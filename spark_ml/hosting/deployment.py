@@ -37,7 +37,7 @@ def model_location(model) -> str:
     from algorithms.builtin.base import Model
 
     if isinstance(model, Model):
-        from algorithms.models import save_model
+        from algorithms.builtin import save_model
 
         from ..home import subdir
 

@@ -2,7 +2,7 @@ package sparkml.scoring
 
 import sparkml.recordio.Quote
 
-/** Factorization Machines (`algorithms.builtin.factorization_machines.FactorizationMachinesModel`):
+/** Factorization Machines (`algorithms.builtin.factorization_machines.algorithm.FactorizationMachinesModel`):
  * `ŷ = w0 + x·w + ½ Σ_f ((x·V_f)² - (x²)·(V_f²))`; a binary classifier answers `score` = sigmoid(ŷ) and
  * `predicted_label` = score >= 0.5, a regressor `score` = ŷ. */
 final class FactorizationMachinesScorer(val featureDim: Int, binary: Boolean, factors: Int, w0: Double,

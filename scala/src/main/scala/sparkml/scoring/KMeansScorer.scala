@@ -1,6 +1,6 @@
 package sparkml.scoring
 
-/** K-Means (`algorithms.builtin.kmeans.KMeansModel`): `closest_cluster` (as a float, like SageMaker's) and
+/** K-Means (`algorithms.builtin.kmeans.algorithm.KMeansModel`): `closest_cluster` (as a float, like SageMaker's) and
  * `distance_to_cluster`. The closest center minimizes `‖c‖² - 2 x·c`; the distance is exact for dense rows and
  * `sqrt(max(‖x‖² + ‖c‖² - 2 x·c, 0))` for sparse ones, as in `closest_centers`. */
 final class KMeansScorer(val featureDim: Int, k: Int, centersByFeature: Array[Double], centers: Array[Double],

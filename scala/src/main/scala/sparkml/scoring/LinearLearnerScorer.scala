@@ -2,7 +2,7 @@ package sparkml.scoring
 
 import sparkml.recordio.Quote
 
-/** Linear Learner (`algorithms.builtin._linear_model.LinearLearnerModel`): `z = x @ coefficients + intercept`.
+/** Linear Learner (`algorithms.builtin.linear_learner.model.LinearLearnerModel`): `z = x @ coefficients + intercept`.
  *
  * - binary_classifier: `score` = sigmoid(z) for logistic loss, else z; `predicted_label` = z >= threshold_margin;
  * - multiclass_classifier: `score` = softmax(z) (a vector), `predicted_label` = argmax z;

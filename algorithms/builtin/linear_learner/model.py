@@ -19,9 +19,9 @@ import math
 import numpy as np
 from scipy import special
 
-from ..artifact import ArtifactManifest, load_arrays
-from ..batch import Batch
-from .base import Model, Output
+from ...artifact import ArtifactManifest, load_arrays
+from ...batch import Batch
+from ..base import Model, Output
 
 _SCALAR_OUTPUTS = (Output("score"), Output("predicted_label"))
 _OUTPUTS = {

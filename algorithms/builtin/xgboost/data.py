@@ -15,11 +15,11 @@ import scipy.sparse as sp
 import xgboost as xgb
 from xgboost import collective
 
-from ..batch import Batch
-from ..channel import CSV, RECORDIO_PROTOBUF, base_content_type
-from ..reader import iter_file_batches
-from ..text_formats import LIBSVM_TYPES, csv_label_size, is_text, iter_text_file_batches, text_feature_dim
-from ..training.env import ChannelInput
+from ...batch import Batch
+from ...channel import CSV, RECORDIO_PROTOBUF, base_content_type
+from ...reader import iter_file_batches
+from ...text_formats import LIBSVM_TYPES, csv_label_size, is_text, iter_text_file_batches, text_feature_dim
+from ...training.env import ChannelInput
 
 BLOCK_BYTES = 64 << 20  # bytes read (and about the dense feature bytes) per DataIter batch
 

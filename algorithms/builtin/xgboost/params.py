@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..hyperparameters import Hyperparameter, HyperparameterError, HyperparameterSpec
+from ...hyperparameters import Hyperparameter, HyperparameterError, HyperparameterSpec
 
 H = Hyperparameter
 
@@ -28,7 +28,7 @@ CLASSIFICATION_PREFIXES = ("binary:", "multi:")
 ALIASES = {"reg:linear": "reg:squarederror"}  # SageMaker still accepts the pre-1.0 name
 
 # Native XGBoost metrics (``@t`` thresholds allowed on error, ndcg, map, pre) and the ones SageMaker's container
-# computes itself; ours are computed exactly across workers (see _xgb_metrics).
+# computes itself; ours are computed exactly across workers (see .metrics).
 NATIVE_METRICS = (
     "rmse", "rmsle", "mae", "mape", "mphe", "logloss", "error", "merror", "mlogloss", "auc", "aucpr", "pre",
     "ndcg", "map", "poisson-nloglik", "gamma-nloglik", "cox-nloglik", "gamma-deviance", "tweedie-nloglik",
@@ -237,7 +237,7 @@ def _check_updater(updaters: list[str], booster: str, process_type: str | None) 
         raise HyperparameterError("updater", "choose one tree-growing updater")
 
 
-def resolve(hp: dict[str, Any], num_cpus: int, device: str, tuning_metric: str | None = None) -> XGBConfig:
+def xgboost_config(hp: dict[str, Any], num_cpus: int, device: str, tuning_metric: str | None = None) -> XGBConfig:
     """xgboost.train params (XGBoost's names) and the training settings, from parsed hyperparameters."""
     check(hp, tuning_metric)
     objective = objective_of(hp)

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import builtin
 from ..artifact import ArtifactManifest
-from ..models import save_model
-from .env import TrainingEnv
+from ..training.env import TrainingEnv
+from .persistence import save_model
+from .registry import get
 
 
 @dataclass
-class TrainingResult:
+class WorkerResult:
+    """What one worker's run produced: its final metrics and, on rank 0, the manifest of the saved model."""
+
     metrics: dict[str, float]
     manifest: ArtifactManifest | None  # rank 0 only
 
 
-def run_builtin(algorithm: str, env: TrainingEnv) -> TrainingResult:
-    algo = builtin.get(algorithm)(env)
-    model = algo.train()
+def run_builtin(algorithm: str, env: TrainingEnv) -> WorkerResult:
+    model = get(algorithm)(env).train()
     metrics = dict(env.reporter.final_metrics)
     manifest = None
     if env.is_master:
         manifest = save_model(model, env.model_dir, metrics, env.job_name)
-    return TrainingResult(metrics, manifest)
+    return WorkerResult(metrics, manifest)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..training.collectives import Collectives
-from ..training.env import ChannelInput
-from ._linear_params import LinearConfig
+from ...training.collectives import Collectives
+from ...training.env import ChannelInput
+from .params import LinearConfig
 
 _READ_BYTES = 16 << 20  # dense feature bytes decoded at once
 

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..batch import Batch
-from ..training.collectives import State
-from ._fm_hyperparameters import FMConfig
-from ._fm_metrics import check_labels, row_terms
-from ._fm_ops import ArrayOps
+from ...batch import Batch
+from ...training.collectives import State
+from .kernels import FMOps
+from .metrics import check_labels, row_terms
+from .params import FMConfig
 
 
 @dataclass
@@ -86,7 +86,7 @@ def prepare(batch: Batch, cfg: FMConfig, channel: str, first_row: int) -> Prepar
 class FMTrainer:
     """Runs Adam steps on a training state held by ``ops`` (in place for numpy, on the device for torch)."""
 
-    def __init__(self, cfg: FMConfig, state: State, ops: ArrayOps):
+    def __init__(self, cfg: FMConfig, state: State, ops: FMOps):
         self.cfg, self.ops = cfg, ops
         self.params = {key: ops.asarray(state[key]) for key in
                        ("w0", "theta", "m_w0", "v_w0", "m_theta", "v_theta", "stats")}
@@ -94,8 +94,8 @@ class FMTrainer:
         self.rows = float(state["rows"][0])
         self.counts = state["counts"].copy()
         k = cfg.num_factors
-        self.lr = ops.vector([cfg.linear.lr] + [cfg.factors.lr] * k)
-        self.wd = ops.vector([cfg.linear.wd] + [cfg.factors.wd] * k)
+        self.lr = ops.asarray(np.array([cfg.linear.lr] + [cfg.factors.lr] * k, np.float32))
+        self.wd = ops.asarray(np.array([cfg.linear.wd] + [cfg.factors.wd] * k, np.float32))
 
     def gradients(self, batch: PreparedBatch):
         """Raw scores and the loss gradients for a batch: ``(raw, ∂w0, ∂θ rows, row index, θ rows)``.
@@ -105,9 +105,9 @@ class FMTrainer:
         """
         cfg, ops, p = self.cfg, self.ops, self.params
         n = len(batch.y)
-        x = ops.features(batch.x)
+        x = ops.products(batch.x)
         y = ops.asarray(batch.y)
-        idx = None if batch.cols is None else ops.index(batch.cols)
+        idx = None if batch.cols is None else ops.as_index(batch.cols)
         theta = p["theta"] if idx is None else p["theta"][idx]
         v = theta[:, 1:]
         xt = x.mm(theta)  # (n, 1 + k): linear term, then XV
@@ -145,7 +145,7 @@ class FMTrainer:
     def _adam(self, weight, grad, mean, var, lr) -> None:
         cfg = self.cfg
         if cfg.clip_gradient is not None:
-            self.ops.clip(grad, cfg.clip_gradient)
+            self.ops.clip_(grad, -cfg.clip_gradient, cfg.clip_gradient)
         mean *= cfg.beta1
         mean += (1.0 - cfg.beta1) * grad
         var *= cfg.beta2

@@ -11,7 +11,7 @@ import numpy as np
 import xgboost as xgb
 from xgboost import collective
 
-from ..training.reporter import Reporter
+from ...training.reporter import Reporter
 
 _CLASS_METRICS = ("accuracy", "balanced_accuracy", "f1", "f1_binary", "f1_macro", "precision", "precision_macro",
                   "precision_micro", "recall", "recall_macro", "recall_micro")

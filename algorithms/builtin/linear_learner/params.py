@@ -7,8 +7,8 @@ Ranges follow SageMaker's SDK validators and the algorithm's documentation; cros
 How each ``auto`` resolves (SageMaker does not publish all of these; the choices are ours):
 
 - ``optimizer``: adam. ``learning_rate``: 0.01 for adam and sgd, 0.003 for rmsprop (the rate of model
-  0; the other models try it x sqrt(10), / sqrt(10) and x 10, see ``_linear_grid``).
-- ``wd``, ``l1``: 0 for the anchor model; the other models explore nearby values (``_linear_grid``).
+  0; the other models try it x sqrt(10), / sqrt(10) and x 10, see :mod:`.grid`).
+- ``wd``, ``l1``: 0 for the anchor model; the other models explore nearby values (:mod:`.grid`).
 - ``momentum``: 0.9 for sgd, 0 for rmsprop. ``beta_1`` 0.9, ``beta_2`` 0.999 (adam); rmsprop's
   squared-gradient decay is ``beta_2`` (auto 0.99).
 - ``bias_lr_mult``: 1. ``bias_wd_mult``: 0 (the bias is not regularized, as SageMaker documents).
@@ -29,8 +29,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..hyperparameters import AUTO, Hyperparameter, HyperparameterError, HyperparameterSpec
-from ._linear_losses import ALL_LOSSES, ALLOWED_LOSSES, DEFAULT_LOSS
+from ...hyperparameters import AUTO, Hyperparameter, HyperparameterError, HyperparameterSpec
+from .losses import ALL_LOSSES, ALLOWED_LOSSES, DEFAULT_LOSS
 
 PREDICTOR_TYPES = ("binary_classifier", "multiclass_classifier", "regressor")
 SELECTION_CRITERIA = (
@@ -237,7 +237,7 @@ class LinearConfig:
         return self.num_classes if self.predictor_type == "multiclass_classifier" else 1
 
 
-def resolve(hp: dict[str, Any], feature_dim: int) -> LinearConfig:
+def linear_config(hp: dict[str, Any], feature_dim: int) -> LinearConfig:
     """The training configuration from checked hyperparameters (see the module docstring for ``auto``)."""
     hp = check(hp)
     ptype = hp["predictor_type"]

@@ -3,10 +3,10 @@
 How a job runs on each worker (every step that crosses workers goes through the collectives):
 
 1. The scaler: per-feature mean and standard deviation (and the label's, for regression) from the
-   first ``num_point_for_scaler`` train records, summed across workers (:mod:`._linear_scaler`).
-2. ``num_models`` models (:mod:`._linear_grid`) start from the same weights on every worker and
+   first ``num_point_for_scaler`` train records, summed across workers (:mod:`.scaler`).
+2. ``num_models`` models (:mod:`.grid`) start from the same weights on every worker and
    train as one ``(feature_dim, num_models * K)`` matrix, one GEMM per mini-batch
-   (:mod:`._linear_sgd`). After each epoch the workers average their models, weighted by the rows
+   (:mod:`.sgd`). After each epoch the workers average their models, weighted by the rows
    each saw.
 3. Each epoch every model is scored: on the ``validation`` channel (loss, and for binary
    classifiers the selection criterion at its best threshold) when there is one, else by its
@@ -36,13 +36,15 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..batch import Batch
-from ..training.collectives import State
-from ..training.env import ChannelInput, TrainingEnv
-from . import register
-from ._linear_grid import build_grid
-from ._linear_losses import Loss
-from ._linear_metrics import (
+from ...batch import Batch
+from ...training.collectives import State
+from ...training.env import ChannelInput, TrainingEnv
+from ..base import Algorithm
+from ..registry import register
+from .grid import build_grid
+from .kernels import linear_ops
+from .losses import Loss
+from .metrics import (
     NATURAL_EDGE,
     BinaryEvaluator,
     MarginHistogram,
@@ -52,12 +54,10 @@ from ._linear_metrics import (
     criterion_curves,
     edge_margin,
 )
-from ._linear_model import LinearLearnerModel
-from ._linear_ops import select_ops
-from ._linear_params import SPEC, LinearConfig, check, resolve
-from ._linear_scaler import Scaler, compute_scaler
-from ._linear_sgd import SGDEnsemble
-from .base import Algorithm
+from .model import LinearLearnerModel
+from .params import SPEC, LinearConfig, check, linear_config
+from .scaler import Scaler, compute_scaler
+from .sgd import SGDEnsemble
 
 REPLAY_BYTES = 256 << 20  # per worker: decoded train mini-batches kept for later epochs
 HOLDOUT_FRACTION = 0.1
@@ -86,9 +86,9 @@ class LinearLearner(Algorithm):
     def __init__(self, env: TrainingEnv):
         super().__init__(env)
         self.hp = self.validate(env.hyperparameters)
-        self.config: LinearConfig = resolve(self.hp, self.feature_dim)
+        self.config: LinearConfig = linear_config(self.hp, self.feature_dim)
         c = self.config
-        self.ops = select_ops(env.device)
+        self.ops = linear_ops(env.backend)
         self.loss = Loss(
             c.loss,
             margin=c.margin,
@@ -110,8 +110,7 @@ class LinearLearner(Algorithm):
     def epochs(self) -> int:
         return self.config.epochs
 
-    # the streaming contract -------------------------------------------------------------------------
-    def init(self) -> State:
+    def _setup(self) -> SGDEnsemble:
         """Compute the shared scaler, lay out the models and their starting weights."""
         c = self.config
         train = self.env.require_channel("train")
@@ -126,39 +125,14 @@ class LinearLearner(Algorithm):
         )
         self.grid = grid
         self.ensemble = SGDEnsemble(self.ops, c, grid, self.scaler, self.loss)
-        return self.ensemble.state()
-
-    def update(self, state: State, batch: Batch) -> State:
-        """One SGD step of every model on ``batch``, from and to a numpy state."""
-        ens = self._require_ensemble()
-        ens.load_state(state)
-        ens.rows, ens.loss_sum = int(state["rows"][0]), self.ops.asarray(state["loss_sum"])
-        if batch.feature_dim != self.config.feature_dim:
-            raise ValueError(
-                f"the batch has {batch.feature_dim} features; feature_dim is {self.config.feature_dim}"
-            )
-        self._step(Batch(batch.features, self._labels(batch, "train")))
-        return ens.state()
-
-    def merge(self, states: list[State]) -> State:
-        return SGDEnsemble.merge(states)
-
-    def finalize(self, state: State) -> LinearLearnerModel:
-        """Select (and for binary classifiers calibrate) the best model of a merged state."""
-        ens = self._require_ensemble()
-        ens.load_state(state)
-        tracker = _Tracker(ens)
-        losses = self._train_losses(state)
-        tracker.observe(losses, losses, np.full(ens.M, NATURAL_EDGE))
-        return self._select(tracker, have_validation=False)
+        return self.ensemble
 
     # the driver -----------------------------------------------------------------------------------
     def train(self) -> LinearLearnerModel:
         env, c = self.env, self.config
         train = env.require_channel("train")
         validation = env.channel("validation")
-        self.init()
-        ens = self._require_ensemble()
+        ens = self._setup()
         if validation is None:
             self.holdout = _Holdout(self.collectives.world_size, c.feature_dim, train.num_records)
         self._replay = _Replay(REPLAY_BYTES)
@@ -172,7 +146,7 @@ class LinearLearner(Algorithm):
                 self._step(batch)
                 seen += len(batch)
                 env.reporter.progress(seen, epoch, train.num_records, c.epochs)
-            merged = self.merge(self.collectives.allgather_state(ens.state()))
+            merged = SGDEnsemble.merge(self.collectives.allgather_state(ens.state()))
             if merged["rows"][0] == 0:
                 raise ValueError("the train channel has no records to train on (all were held out or empty)")
             ens.load_state(merged)
@@ -278,7 +252,7 @@ class LinearLearner(Algorithm):
 
     def _step(self, batch: Batch) -> None:
         ens = self._require_ensemble()
-        ens.step(self.ops.features(batch.features), ens.labels(batch.labels))
+        ens.step(self.ops.asarray(batch.features), ens.labels(batch.labels))
 
     def _labels(self, batch: Batch, channel: str) -> np.ndarray:
         if batch.labels is None:
@@ -352,7 +326,7 @@ class LinearLearner(Algorithm):
                     f"feature_dim is {c.feature_dim}"
                 )
             y = self._labels(batch, channel)
-            z = ens.margins(ops.features(batch.features), W, b)
+            z = ens.margins(ops.asarray(batch.features), W, b)
             labels = ens.labels(y)
             value, _ = ens.loss.value_grad(ops, ens.shaped(z), labels, want_value=True)
             loss_sum += ops.to_numpy(value.reshape(len(y), count).sum(0)).astype(np.float64)

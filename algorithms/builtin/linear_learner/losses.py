@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ._linear_ops import Ops
+from .kernels import Ops
 
 BINARY_LOSSES = ("logistic", "hinge_loss")
 MULTICLASS_LOSSES = ("softmax_loss",)

@@ -3,11 +3,11 @@
 How a job runs on each worker:
 
 1. Hyperparameters (SageMaker's names) are checked and mapped to ``xgboost.train`` params
-   (:mod:`._xgb_params`); with a GPU from Spark, ``device="cuda"`` (after checking XGBoost can use it).
+   (:mod:`.params`); with a GPU from Spark, ``device="cuda"`` (after checking XGBoost can use it).
 2. Workers agree on the feature count, then join XGBoost's collective: rank 0 starts the tracker and its
    address travels through the barrier (``xgboost_communicator``).
 3. Each worker streams its own shards of ``train`` (and ``validation``) into a ``QuantileDMatrix``
-   through a ``DataIter`` (:mod:`._xgb_data`), checking labels against the objective as they pass.
+   through a ``DataIter`` (:mod:`.data`), checking labels against the objective as they pass.
    XGBoost merges the workers' quantile sketches and gradient histograms itself, so the trees are those
    one process would grow on all the rows (up to the sketch's approximation).
 4. ``xgboost.train`` runs with a callback streaming every round's metrics (``validation:auc``…) to the
@@ -26,14 +26,15 @@ import numpy as np
 import xgboost as xgb
 from xgboost import collective
 
-from ..training.distributed import xgboost_communicator
-from ..training.env import TrainingEnv
-from . import register
-from ._xgb_data import ChannelData, DataError, LabelRule, agreed_feature_dim
-from ._xgb_metrics import RoundReporter, SageMakerMetrics
-from ._xgb_model import XGBoostModel
-from ._xgb_params import LEGACY, SPEC, XGBConfig, check, is_maximized, resolve
-from .base import Algorithm
+from ...training.distributed import xgboost_communicator
+from ...training.env import TrainingEnv
+from ...training.reporter import failures_reported_first
+from ..base import Algorithm
+from ..registry import register
+from .data import ChannelData, DataError, LabelRule, agreed_feature_dim
+from .metrics import RoundReporter, SageMakerMetrics
+from .model import XGBoostModel
+from .params import LEGACY, SPEC, XGBConfig, check, is_maximized, xgboost_config
 
 TUNING_METRIC = "_tuning_objective_metric"
 
@@ -61,7 +62,7 @@ class XGBoost(Algorithm):
         super().__init__(env)
         tuning = env.hyperparameters.get(TUNING_METRIC)
         self.hp = self.validate(env.hyperparameters)
-        self.config: XGBConfig = resolve(self.hp, env.num_cpus, env.device, tuning)
+        self.config: XGBConfig = xgboost_config(self.hp, env.num_cpus, env.device, tuning)
         if self.config.wants_gpu and env.device != "cuda":
             raise GPUUnavailable("tree_method gpu_hist trains on a GPU, but this worker has none: set "
                                  "gpusPerWorker=1 (or tree_method hist to train on CPU)")
@@ -69,18 +70,13 @@ class XGBoost(Algorithm):
     def resolve_feature_dim(self) -> int:
         return -1  # agreed across workers in train(), from the manifest or the files themselves
 
-    def init(self):
-        raise TypeError("XGBoost trains through xgboost.train, not the streaming state contract")
-
-    update = merge = finalize = init
-
     # training -------------------------------------------------------------------------------------------
     def train(self) -> XGBoostModel:
         env = self.env
         if env.device == "cuda":
             self._check_cuda()
         if env.world_size > 1:
-            with xgboost_communicator(env.collectives, env.address):
+            with xgboost_communicator(env.collectives, env.address), failures_reported_first(env.reporter):
                 booster, rounds = self._train()
         else:
             booster, rounds = self._train()
@@ -138,7 +134,7 @@ class XGBoost(Algorithm):
                 return xgb.QuantileDMatrix(data, ref=ref, max_bin=params.get("max_bin", 256), missing=np.nan,
                                            nthread=params["nthread"])
             # exact/approx and gblinear need the rows themselves: this worker's rows are held in memory
-            from ..batch import Batch
+            from ...batch import Batch
 
             rows = Batch.concat(list(data.batches()))
             data.rows = len(rows)

@@ -21,8 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 import xgboost as xgb
 
-from ..batch import Batch
-from .base import Model, Output
+from ...batch import Batch
+from ..base import Model, Output
 
 MODEL_FILE = "xgboost-model"
 SCORE = "score"

@@ -1,12 +1,12 @@
-"""Save and load built-in models as artifacts."""
+"""Built-in models as artifacts: a folder of the model's files and ``manifest.json``, written last."""
 
 from __future__ import annotations
 
 import os
 
-from . import builtin
-from .artifact import MANIFEST, ArtifactManifest, fetch
-from .builtin.base import Model
+from ..artifact import MANIFEST, ArtifactManifest, fetch
+from .base import Model
+from .registry import get
 
 
 def save_model(model: Model, directory: str, metrics: dict[str, float] | None = None,
@@ -28,5 +28,5 @@ def save_model(model: Model, directory: str, metrics: dict[str, float] | None = 
 def load_model(location: str) -> Model:
     """The model at a local path or URI; fails clearly for folders that are not finished artifacts."""
     directory, manifest = fetch(location)
-    cls = builtin.get(manifest.algorithm).model_class
+    cls = get(manifest.algorithm).model_class
     return cls.load(directory, manifest)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..hyperparameters import Hyperparameter, HyperparameterError, HyperparameterSpec
+from ...hyperparameters import Hyperparameter, HyperparameterError, HyperparameterSpec
 
 BINARY = "binary_classifier"
 REGRESSOR = "regressor"

@@ -17,13 +17,13 @@ import math
 
 import numpy as np
 
-from ._linear_losses import Loss
-from ._linear_ops import NumpyOps
+from .kernels import NumpyLinearOps
+from .losses import Loss
 
 BINS = 8192
 _LIMIT = float(np.arcsinh(1e4))
 NATURAL_EDGE = BINS // 2  # the edge at margin 0
-_NP = NumpyOps(np.float64)
+_NP = NumpyLinearOps(np.float64)
 
 
 def bin_index(margins: np.ndarray) -> np.ndarray:

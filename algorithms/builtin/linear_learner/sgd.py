@@ -4,7 +4,7 @@ Weights live in the normalized feature space as a ``(feature_dim, num_models * K
 or the number of classes); column ``m * K + k`` is output k of model m. Normalization is applied to
 the weights rather than to the data, ``z = x @ (W / scale) - (mean / scale) @ W + b``, so dense and
 sparse batches are used as they are read and sparse ones are never densified. Models differ in
-learning rate, L1/L2 and positive-class weight (:mod:`._linear_grid`); their columns never mix, so
+learning rate, L1/L2 and positive-class weight (:mod:`.grid`); their columns never mix, so
 a model that diverges does not disturb the others.
 
 Optimizers (per column, so each model keeps its own rate): sgd with momentum, adam and rmsprop.
@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..training.collectives import State
-from ._linear_grid import ModelGrid
-from ._linear_losses import Loss
-from ._linear_ops import Ops
-from ._linear_params import LinearConfig
-from ._linear_scaler import Scaler
+from ...training.collectives import State
+from .grid import ModelGrid
+from .kernels import Ops
+from .losses import Loss
+from .params import LinearConfig
+from .scaler import Scaler
 
 _EPS = 1e-8
 _INIT_SEED = 20240611  # every worker starts from the same weights
@@ -195,9 +195,9 @@ class SGDEnsemble:
         W = self.W if W is None else W
         b = self.b if b is None else b
         Ws = W * self._inv_scale if self._inv_scale is not None else W
-        z = ops.mm(x, Ws)
+        z = ops.matmul(x, Ws)
         if self._centered_mean is not None:
-            b = b - ops.mm(self._centered_mean, W)[0]
+            b = b - ops.matmul(self._centered_mean, W)[0]
         return z + b
 
     def shaped(self, z):
@@ -230,7 +230,7 @@ class SGDEnsemble:
         g = dz.reshape(n, self.live * self.K)
         g *= 1.0 / n
         gsum = ops.colsum(g)
-        gW = ops.tmm(x, g)
+        gW = ops.t_matmul(x, g)
         if self._inv_scale is not None:
             gW *= self._inv_scale
         if self._centered_mean is not None:

@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..batch import Batch
-from ..hyperparameters import AUTO, Hyperparameter, HyperparameterError, HyperparameterSpec
-from ..training.collectives import State
-from . import register
-from ._backend import ArrayBackend, backend_for
-from ._kmeans_lloyd import INIT_METHODS, kmeans_plus_plus, random_centers, squared_distances, weighted_kmeans
-from .base import Algorithm, Model, Output
+from ...backend import Backend
+from ...batch import Batch
+from ...hyperparameters import AUTO, Hyperparameter, HyperparameterError, HyperparameterSpec
+from ...training.collectives import State
+from ..base import MergeablePass
+from ..registry import register
+from .lloyd import INIT_METHODS, kmeans_plus_plus, random_centers, squared_distances, weighted_kmeans
+from .model import KMeansModel, closest_centers
 
 EVAL_METRICS = ("msd", "ssd")
 AUTO_CENTER_FACTOR = 10  # SageMaker's observed auto value ("shrinking 80 centers into 8")
@@ -90,63 +91,8 @@ def check_eval_metrics(values: list[str]) -> list[str]:
     return metrics
 
 
-class KMeansModel(Model):
-    """``k`` cluster centers; answers SageMaker's ``closest_cluster`` (float) and ``distance_to_cluster``."""
-
-    algorithm = "kmeans"
-    outputs = (Output("closest_cluster"), Output("distance_to_cluster"))
-
-    def __init__(self, hyperparameters: dict[str, str], feature_dim: int, centroids: np.ndarray):
-        super().__init__(hyperparameters, feature_dim)
-        centroids = np.asarray(centroids, dtype=np.float64)
-        if centroids.ndim != 2 or centroids.shape[1] != self.feature_dim:
-            raise ValueError(f"k-means centroids must be (k, {self.feature_dim}), got {centroids.shape}")
-        self.centroids = centroids
-
-    @property
-    def cluster_centers(self) -> np.ndarray:
-        """``(k, feature_dim)``; row ``i`` is cluster ``i``."""
-        return self.centroids
-
-    @property
-    def k(self) -> int:
-        return len(self.centroids)
-
-    def predict(self, batch: Batch) -> dict[str, np.ndarray]:
-        self.check_features(batch)
-        labels, d2 = closest_centers(batch.features, self.centroids)
-        return {"closest_cluster": labels.astype(np.float32),
-                "distance_to_cluster": np.sqrt(d2).astype(np.float32)}
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"centroids": self.centroids}
-
-    @classmethod
-    def from_arrays(cls, arrays, hyperparameters, feature_dim):
-        return cls(hyperparameters, feature_dim, arrays["centroids"])
-
-
-def closest_centers(features, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Closest center and squared distance per row (float64; exact distance for dense rows)."""
-    c2 = np.einsum("ij,ij->i", centers, centers)
-    if sp.issparse(features):
-        x = sp.csr_matrix(features, dtype=np.float64)
-        x2 = np.asarray(x.multiply(x).sum(axis=1)).ravel()
-        scores = c2[None, :] - 2.0 * np.asarray(x @ centers.T)
-        labels = scores.argmin(axis=1)
-        d2 = np.maximum(x2 + scores[np.arange(len(labels)), labels], 0.0)
-        return labels, d2
-    x = np.asarray(features, dtype=np.float64)
-    scores = x @ centers.T
-    scores *= -2.0
-    scores += c2[None, :]
-    labels = scores.argmin(axis=1)
-    diff = x - centers[labels]
-    return labels, np.einsum("ij,ij->i", diff, diff)
-
-
 @register
-class KMeans(Algorithm):
+class KMeans(MergeablePass):
     name = "kmeans"
     hyperparameters = HYPERPARAMETERS
     model_class = KMeansModel
@@ -160,7 +106,7 @@ class KMeans(Algorithm):
         trials = self.hp["local_lloyd_num_trials"]
         self.num_trials = AUTO_NUM_TRIALS if trials in (None, AUTO) else int(trials)
         self.half_life = int(self.hp["half_life_time_size"])
-        self.backend: ArrayBackend = backend_for(env.device, env.reporter.log)
+        self.backend: Backend = env.backend
         self.rng = np.random.default_rng([_SEED, env.rank])
 
     @classmethod
@@ -361,12 +307,8 @@ class KMeans(Algorithm):
         for epoch in range(epochs):
             if epoch:
                 state = self._share_centers(state) if collectives.world_size > 1 else self._next_epoch(state)
-            seen = 0
-            for batch in train.batches(self.batch_size()):
-                state = self.update(state, batch)
-                seen += len(batch)
-                self.env.reporter.progress(seen, epoch, train.num_records, epochs)
-        merged = self.merge(collectives.allgather_state(state))
+            state = self.stream(train.batches(self.batch_size()), state, epoch, epochs)
+        merged = self.merged(state)
         self.check_summary(merged)
         result = None
         if collectives.rank == 0:
@@ -422,4 +364,4 @@ def summary_ssd(state: State, centers: np.ndarray) -> tuple[float, float]:
     return float(np.maximum(ssd, 0.0).sum()), float(counts.sum())
 
 
-__all__ = ["HYPERPARAMETERS", "KMeans", "KMeansModel", "closest_centers", "num_centers"]
+__all__ = ["HYPERPARAMETERS", "KMeans", "num_centers"]

@@ -6,7 +6,7 @@ Layout (``d`` = feature_dim, ``k`` = num_factors):
 - ``m_w0``, ``v_w0``, ``m_theta``, ``v_theta``: Adam's first and second moments; ``t`` (1,): Adam steps;
 - ``rows`` (1,): records this worker trained on this epoch; ``counts`` (d,): records per feature that had
   it non-zero (dense rows count for every feature, since weight decay touches every row of ``theta``);
-- ``stats``: this epoch's progressive training metric sums (see :mod:`._fm_metrics`).
+- ``stats``: this epoch's progressive training metric sums (see :mod:`.metrics`).
 
 Workers start every epoch from the same parameters, train on their own shards, then merge: each row of
 ``theta`` (and of its moments) becomes the average of the workers' rows weighted by how many records
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..training.collectives import State
-from ._fm_hyperparameters import FMConfig
-from ._fm_metrics import num_stats
+from ...training.collectives import State
+from .metrics import num_stats
+from .params import FMConfig
 
 SEED = 20171129  # SageMaker has no seed hyperparameter; every worker must draw the same initial model
 _ROW_KEYS = ("theta", "m_theta", "v_theta")
@@ -94,10 +94,3 @@ def merge_touched(local: State, parts: list[State]) -> State:
     out["counts"] = counts
     out["stats"] = np.sum([p["stats"] for p in parts], axis=0)
     return out
-
-
-def merge_states(states: list[State]) -> State:
-    """Data-weighted average of the workers' full states (see the module doc); tallies are summed."""
-    if len(states) == 1:
-        return dict(states[0])
-    return merge_touched(states[0], [touched_rows(s) for s in states])
