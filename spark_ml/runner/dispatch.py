@@ -86,6 +86,7 @@ def run_training(spark, request: TrainingRequest) -> TrainingResult:
     name = request.job_name or jobs.new_job_name(request.algorithm)
     store = request.model_store or default_model_store()
     model_location = fsutil.join(store, name)
+    checkpoint_location = fsutil.join(store, f"{name}.checkpoints")
     channels_doc = {c.name: {"path": c.path, "content_type": c.content_type, "distribution": c.distribution,
                              "records": c.total_records} for c in plans}
     jobs.create(name, request.algorithm, request.hyperparameters, channels_doc, request.num_workers,
@@ -96,6 +97,7 @@ def run_training(spark, request: TrainingRequest) -> TrainingResult:
     spec = WorkerSpec(job_name=name, kind=request.kind, algorithm=request.algorithm,
                       hyperparameters=dict(request.hyperparameters), channels=plans, num_workers=request.num_workers,
                       gpus_per_worker=float(request.gpus_per_worker), model_location=model_location,
+                      checkpoint_location=checkpoint_location,
                       monitor_url=monitor.url if monitor else None, monitor_token=monitor.token if monitor else None,
                       script=request.script)
     started = time.time()
@@ -120,6 +122,7 @@ def run_training(spark, request: TrainingRequest) -> TrainingResult:
             monitor.close_after(stage)
         elif monitor is not None:
             monitor.close()
+        _discard(checkpoint_location)  # a finished job, good or not, is not resumed
     jobs.set_phase(name, "training", time.time() - started)
     return _conclude(name, rows, model_location)
 

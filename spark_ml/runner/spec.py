@@ -42,6 +42,7 @@ class WorkerSpec:
     num_workers: int
     gpus_per_worker: float
     model_location: str
+    checkpoint_location: str | None = None  # kept across re-runs of the barrier stage; removed when the job ends
     monitor_url: str | None = None
     monitor_token: str | None = None
     script: ScriptPlan | None = None

@@ -15,6 +15,7 @@ from algorithms.artifact import ArtifactManifest, write_artifact
 from algorithms.channel import Channel, Shard
 from algorithms.training.env import ChannelInput, TrainingEnv
 from algorithms.training.gpus import assign_local_gpus, visible_gpu_addresses
+from algorithms.training.reporter import failure_reason
 
 from .barrier import BarrierCollectives, PeerFailed
 from .events import RemoteReporter
@@ -89,6 +90,7 @@ def run_worker(spec: WorkerSpec, context) -> dict:
             output_dir=os.path.join(workdir, "output"),
             rank=rank, hosts=[f"algo-{i + 1}" for i in range(len(infos))], gpus=gpus,
             collectives=collectives, reporter=reporter, job_name=spec.job_name, address=address,
+            checkpoint_dir=spec.checkpoint_location,
             num_cpus=context.cpus() if hasattr(context, "cpus") else (os.cpu_count() or 1),
         )
         os.makedirs(env.model_dir, exist_ok=True)
@@ -111,7 +113,7 @@ def run_worker(spec: WorkerSpec, context) -> dict:
             raise RuntimeError(f"worker {rank}: {exc}") from None
         result.update(status=PEER_FAILED, reason=str(exc))
     except BaseException as exc:  # noqa: BLE001 - every failure becomes this worker's reported reason
-        reason = _first_line(exc)
+        reason = failure_reason(exc)
         reporter.failed(reason)
         if collectives is not None:
             with contextlib.suppress(Exception):  # the others may be gone already
@@ -130,13 +132,6 @@ def run_worker(spec: WorkerSpec, context) -> dict:
     return result
 
 
-def _first_line(exc: BaseException) -> str:
-    if getattr(exc, "full_reason", False):
-        return str(exc)[:2000]
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 def _channel_input(plan, rank: int) -> ChannelInput:
     channel = Channel(plan.path, plan.content_type, plan.distribution)
     shards = [Shard(path, records) for path, records in plan.assignments[rank]]
@@ -150,7 +145,7 @@ def _channel_input(plan, rank: int) -> ChannelInput:
 def _train(spec: WorkerSpec, env: TrainingEnv, workdir: str) -> tuple[str, dict, ArtifactManifest | None]:
     """Run the algorithm; returns (local model folder, final metrics, artifact manifest)."""
     if spec.kind == BUILTIN:
-        from algorithms.training.run import run_builtin
+        from algorithms.builtin import run_builtin
 
         outcome = run_builtin(spec.algorithm, env)
         return env.model_dir, outcome.metrics, outcome.manifest
