@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import uuid
 
-from . import api
-from .registry import NotFound, ProductionVariant
+from ..endpoints import api
+from ..endpoints.registry import NotFound, ProductionVariant
 
 CREATE_ON_CONSTRUCT = "CREATE_ON_CONSTRUCT"
 CREATE_ON_TRANSFORM = "CREATE_ON_TRANSFORM"

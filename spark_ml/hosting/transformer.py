@@ -237,7 +237,7 @@ class EndpointModel(Transformer, DefaultParamsReadable, DefaultParamsWritable):
             hook()
         if not self.isDefined(self.endpoint):
             raise ValueError("EndpointModel needs endpoint= (a registry name or a URL)")
-        from .client import endpoint_metadata, resolve
+        from ..endpoints.client import endpoint_metadata, resolve
 
         target = resolve(self.getOrDefault(self.endpoint), self._auth_token)
         metadata = functools.cache(lambda: endpoint_metadata(target))  # asked once, when needed at all
@@ -432,7 +432,7 @@ class ScoringPlan:
     def post(self, body: bytes) -> tuple[int, bytes, str | None]:
         import requests
 
-        from .client import session
+        from ..endpoints.client import session
 
         attempt = 0
         while True:

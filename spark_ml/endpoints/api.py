@@ -36,6 +36,11 @@ from .registry import (
     ScalingPolicy,
 )
 
+SUPERVISOR_MODULE = "spark_ml.endpoints.supervisor"
+# How a live supervisor is recognized in /proc: by its module, including the one it had before the control
+# plane left spark_ml.hosting, so endpoints started then can still be described and stopped.
+_SUPERVISOR_ARGV = {SUPERVISOR_MODULE.encode(), b"spark_ml.hosting.supervisor"}
+
 
 class EndpointError(RuntimeError):
     """An endpoint failed to reach the state asked for; the message says why."""
@@ -228,7 +233,7 @@ def default_router_workers() -> int:
 def _launch_supervisor(name: str, run_dir: str) -> int:
     log = os.path.join(run_dir, "supervisor.log")
     done = subprocess.run(
-        [sys.executable, "-m", "spark_ml.hosting.supervisor", "--endpoint", name, "--log", log, "--daemon"],
+        [sys.executable, "-m", SUPERVISOR_MODULE, "--endpoint", name, "--log", log, "--daemon"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -496,7 +501,7 @@ def _supervisor_alive(pid: int | None, name: str) -> bool:
             argv = f.read().split(b"\0")
         with open(f"/proc/{pid}/stat", "rb") as f:
             state = f.read().rsplit(b")", 1)[1].split()[0]
-        return b"spark_ml.hosting.supervisor" in argv and name.encode() in argv and state != b"Z"
+        return not _SUPERVISOR_ARGV.isdisjoint(argv) and name.encode() in argv and state != b"Z"
     except OSError:
         return True  # no /proc (macOS): trust kill(0)
 

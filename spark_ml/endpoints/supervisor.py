@@ -12,7 +12,7 @@ desired state with the processes it runs:
   table and replaced; a router worker that exited is restarted;
 - a stop or delete request: routers then instances get SIGTERM, then SIGKILL after the grace period.
 
-Run as ``python -m spark_ml.hosting.supervisor --endpoint NAME [--daemon]``.
+Run as ``python -m spark_ml.endpoints.supervisor --endpoint NAME [--daemon]``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from .registry import (
 )
 from .routes import RouteInstance, RouteVariant, RoutingTable
 
-log = logging.getLogger("spark_ml.hosting.supervisor")
+log = logging.getLogger("spark_ml.endpoints.supervisor")
 
 TICK = 0.1
 PING_EVERY = 5.0
@@ -363,7 +363,7 @@ class Supervisor:
         argv = [
             sys.executable,
             "-m",
-            "spark_ml.hosting.router",
+            "spark_ml.endpoints.router",
             "--endpoint",
             self.name,
             "--routes",
@@ -529,7 +529,7 @@ class Supervisor:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m spark_ml.hosting.supervisor")
+    p = argparse.ArgumentParser(prog="python -m spark_ml.endpoints.supervisor")
     p.add_argument("--endpoint", required=True)
     p.add_argument("--log", required=True, help="file for the supervisor's own log")
     p.add_argument("--daemon", action="store_true", help="detach (double fork); prints the supervisor's pid")
