@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from algorithms.serving.server import is_loopback
 
@@ -28,6 +28,7 @@ from .registry import (
     OUT_OF_SERVICE,
     STOP,
     EndpointConfig,
+    EndpointSettings,
     HostedModel,
     InstanceRecord,
     NotFound,
@@ -205,20 +206,20 @@ def create_endpoint(
     if max_payload_mb <= 0 or timeout <= 0:
         raise ValueError("max_payload_mb and timeout must be > 0")
     run_dir = str(subdir("endpoints", name))
-    settings = {
-        "run_dir": run_dir,
-        "router_workers": int(router_workers),
-        "max_payload_mb": float(max_payload_mb),
-        "timeout": float(timeout),
-        "startup_timeout": float(startup_timeout),
-        "graceful_timeout": float(graceful_timeout),
-        "threads": int(threads_per_instance),
-    }
+    settings = EndpointSettings(
+        run_dir,
+        router_workers=int(router_workers),
+        max_payload_mb=float(max_payload_mb),
+        timeout=float(timeout),
+        startup_timeout=float(startup_timeout),
+        graceful_timeout=float(graceful_timeout),
+        threads=int(threads_per_instance),
+    )
     with contextlib.closing(_registry()) as r:
         config = r.config(config_name)
         for v in config.variants:
             r.model(v.model)
-        r.add_endpoint(name, config, host, int(port), token, settings)
+        r.add_endpoint(name, config, host, int(port), token, asdict(settings))
     _launch_supervisor(name, run_dir)
     if wait:
         return wait_for_endpoint(name, wait_timeout)
