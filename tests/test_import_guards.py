@@ -101,6 +101,27 @@ endpoints.create_endpoint("guard", "guard", router_workers=1)
 try:
     answer = hosting.invoke_endpoint("guard", "1,2,3,4\\n", "text/csv")
     print(answer.variant, answer.body.decode())
+    # the EndpointModel's batching engine, reused without Spark on an Arrow column
+    import numpy as np
+    import pyarrow as pa
+
+    from algorithms.batch import Batch
+    from algorithms.models import load_model
+    from spark_ml.endpoints.client import resolve_endpoint
+    from spark_ml.hosting.http_batching import OutputSpec, ScoringPlan
+    from spark_ml.hosting.serializers import deserializer, serializer
+
+    x = np.arange(20, dtype=np.float32).reshape(5, 4) / 7
+    plan = ScoringPlan(
+        resolve_endpoint("guard"), 0, "features", serializer("protobuf"), deserializer("protobuf"),
+        [OutputSpec("closest_cluster"), OutputSpec("distance_to_cluster")], max_rows=2, max_bytes=1 << 20,
+        concurrency=2, max_retries=0, backoff=0.1, timeout=30.0, error_column=None, variant_column="variant",
+    )
+    (scored,) = plan.run_columns([pa.array(list(x), pa.list_(pa.float32()))])
+    expected = load_model(models["test-kmeans"]).predict(Batch(x))
+    for name, values in expected.items():
+        np.testing.assert_allclose(scored.field(name).to_numpy(), values, rtol=1e-6)
+    assert scored.field("variant").to_pylist() == ["AllTraffic"] * 5
 finally:
     hosting.delete_endpoint("guard")
 spark = sorted(m for m in sys.modules if m.partition(".")[0] in ("pyspark", "py4j"))
@@ -109,6 +130,7 @@ assert not spark, f"the session loaded {spark}"
 
 
 def test_an_endpoints_processes_never_load_pyspark(tmp_path):
+    """The session also scores an Arrow column through the EndpointModel's engine (its rows in 3 requests)."""
     env, records = watched_env(tmp_path)
     with HostingHome(tmp_path / "home"):
         env["SPARK_ML_HOME"] = str(tmp_path / "home")

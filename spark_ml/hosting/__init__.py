@@ -11,9 +11,9 @@ first use, so importing this package does not load pyspark.
 from .. import endpoints as _endpoints
 from ..endpoints import *  # noqa: F403 - the control plane's public names are hosting's too
 
-_LAZY = {  # these load pyspark; import them on first use
+_LAZY = {  # these load pyspark, or numpy and pyarrow for it: import them on first use
     "EndpointModel": "transformer",
-    "OutputSpec": "transformer",
+    "OutputSpec": "http_batching",
     "deploy": "deployment",
     "deploy_variants": "deployment",
     "CREATE_ON_CONSTRUCT": "deployment",
