@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from . import instances
 from .draining import Drainer
@@ -22,12 +23,12 @@ from .status import EndpointStatus
 log = logging.getLogger("spark_ml.endpoints.supervisor")
 
 
+@dataclass
 class CapacityReconciler:
-    def __init__(self, launcher: Launcher, drainer: Drainer, status: EndpointStatus, startup_timeout: float):
-        self.launcher = launcher
-        self.drainer = drainer
-        self.status = status
-        self.startup_timeout = startup_timeout
+    launcher: Launcher
+    drainer: Drainer
+    status: EndpointStatus  # start failures are reported there
+    startup_timeout: float  # seconds a starting instance has to answer /ping
 
     def reconcile(self, pools: dict[str, Pool], desired: list[VariantRecord], generation: int) -> bool:
         """One step towards ``desired``; True if the routing table must change. ``generation``: the table
