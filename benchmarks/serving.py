@@ -8,7 +8,7 @@ synthetic data, or ``--model`` for any artifact with 50 features. Measures, in o
 1. single-row CSV requests at concurrency 1: p50 / p99 latency, bare instance vs through the router;
 2. 1,000-row recordIO-protobuf and CSV requests at concurrency 8: rows/s, two bare instances (the
    client spreads its connections over them) vs the endpoint (router + the same two instances' worth; the
-   router hands bodies to its instances through shared memory, see spark_ml/hosting/handoff.py);
+   router hands bodies to its instances through shared memory, see spark_ml/endpoints/handoff.py);
 3. ``EndpointModel.transform`` of ``--rows`` rows vs scoring the same DataFrame locally in the
    executors with the Spark Model's own ``transform``.
 
@@ -118,7 +118,7 @@ def endpoint_processes(supervisor_pid: int) -> dict[int, str]:
                 ppid = int(f.read().rsplit(")", 1)[1].split()[1])
             if ppid == supervisor_pid:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    found[int(entry)] = "router" if b"spark_ml.hosting.router" in f.read() else "instance"
+                    found[int(entry)] = "router" if b"spark_ml.endpoints.router" in f.read() else "instance"
         except (OSError, ValueError, IndexError):
             continue
     return found

@@ -1,7 +1,7 @@
 """spark_ml: SageMaker's built-in algorithms and hosting on your own Spark cluster.
 
 Names are imported on first use, so processes that only need part of the package (an endpoint's router
-and supervisor import ``spark_ml.hosting``) do not pay for pyspark's import.
+and supervisor import ``spark_ml.endpoints``) do not pay for pyspark's import.
 """
 
 from __future__ import annotations

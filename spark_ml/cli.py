@@ -7,7 +7,8 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import cli_endpoints, cli_jobs
+    from . import cli_jobs
+    from .endpoints import cli as cli_endpoints
 
     parser = argparse.ArgumentParser(prog="spark-ml", description="SageMaker's algorithms and hosting on Spark")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "endpoints":
-        from .cli_endpoints import run
+        from .endpoints.cli import run
 
         return run(args)
     return int(args.func(args) or 0)

@@ -60,8 +60,12 @@ def registry_path() -> Path:
     return home_dir() / REGISTRY
 
 
-def default_model_store() -> str:
-    """Models of local runs: ``$SPARK_ML_HOME/models``."""
+def local_model_store() -> str:
+    """Where models go when nothing else is said and they stay on this machine: ``$SPARK_ML_HOME/models``.
+
+    Not the estimators' default (:func:`spark_ml.estimators.locations.default_model_store`), which
+    picks shared storage on a cluster and falls back to this.
+    """
     return str(subdir("models"))
 
 

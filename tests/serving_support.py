@@ -383,7 +383,7 @@ class HostingHome:
         import signal
 
         from spark_ml import hosting
-        from spark_ml.hosting.registry import Registry
+        from spark_ml.endpoints.registry import Registry
 
         try:
             registry = Registry()

@@ -19,8 +19,8 @@ from algorithms import tensor_codec
 from algorithms.serving import handoff as instance_side
 from algorithms.serving.app import InferenceApp
 from algorithms.serving.content import choose_response_type, request_media_type
-from spark_ml.hosting.handoff import HandoffChannel, SlotArena
-from spark_ml.hosting.proxy import UpstreamError
+from spark_ml.endpoints.handoff import HandoffChannel, SlotArena
+from spark_ml.endpoints.proxy import UpstreamError
 
 pytestmark = pytest.mark.skipif(not instance_side.AVAILABLE, reason="memfd and SCM_RIGHTS are Linux features")
 

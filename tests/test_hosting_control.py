@@ -8,10 +8,10 @@ import pytest
 from serving_support import write_models
 
 from spark_ml import hosting
-from spark_ml.hosting.autoscaler import TargetTracker
-from spark_ml.hosting.metrics import _quantile, parse
-from spark_ml.hosting.registry import ProductionVariant, Registry, ScalingPolicy
-from spark_ml.hosting.routes import Balancer, NoVariant, RouteInstance, RouteVariant, RoutingTable
+from spark_ml.endpoints.autoscaler import TargetTracker
+from spark_ml.endpoints.metrics import _quantile, parse
+from spark_ml.endpoints.registry import ProductionVariant, Registry, ScalingPolicy
+from spark_ml.endpoints.routes import Balancer, NoVariant, RouteInstance, RouteVariant, RoutingTable
 
 
 def test_models_and_configs_are_kept_in_the_registry(spark_ml_home, tmp_path):
@@ -211,7 +211,7 @@ def test_metrics_page_is_summarized_per_variant():
 
 
 def test_cli_variant_spec_keeps_uri_paths_whole():
-    from spark_ml.cli_endpoints import _variant_spec
+    from spark_ml.endpoints.cli import _variant_spec
 
     assert _variant_spec("A=/m/km:2:0.5", "AllTraffic") == ("A", "/m/km", 2, 0.5)
     assert _variant_spec("s3://bucket/models/km", "AllTraffic") == ("AllTraffic", "s3://bucket/models/km", 1, 1.0)

@@ -18,8 +18,8 @@ from algorithms.batch import Batch
 from algorithms.builtin import load_model
 from algorithms.serving.response_records import decode_outputs
 from spark_ml import cli, hosting
+from spark_ml.endpoints.api import _supervisor_alive
 from spark_ml.hosting import ProductionVariant
-from spark_ml.hosting.api import _supervisor_alive
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_predictions_through_the_endpoint_equal_the_models_own(endpoint, home):
 
 
 def routing_table(home, variants: set[str]):
-    from spark_ml.hosting.routes import RoutingTable
+    from spark_ml.endpoints.routes import RoutingTable
 
     for path in (home.root / "home").rglob("routes.json"):
         table = RoutingTable.read(str(path))

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from algorithms.serving import handoff as instance_side
-from spark_ml.hosting.handoff import SlotArena
-from spark_ml.hosting.proxy import HEAD_BUFFER, DownstreamConnection
+from spark_ml.endpoints.handoff import SlotArena
+from spark_ml.endpoints.proxy import HEAD_BUFFER, DownstreamConnection
 
 
 class Transport:

@@ -6,8 +6,7 @@ import logging
 
 from algorithms import fs as fsutil
 
-from ..home import default_model_store as local_model_store
-from ..home import home_dir
+from ..home import home_dir, local_model_store
 from ..runner.capacity import inspect
 
 log = logging.getLogger("spark_ml")

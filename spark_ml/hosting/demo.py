@@ -20,9 +20,9 @@ def run_ab_demo(
 
     Returns ``{"rows", "seconds", "split": {variant: rows}, "metrics": {variant: VariantMetrics}}``.
     """
-    from ..cli_endpoints import format_metrics
-    from . import api
-    from .client import endpoint_metrics
+    from ..endpoints import api
+    from ..endpoints.cli import format_metrics
+    from ..endpoints.client import endpoint_metrics
     from .deployment import deploy_variants
 
     started = time.perf_counter()

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import uuid
 
-from . import api
-from .registry import NotFound, ProductionVariant
+from ..endpoints import api
+from ..endpoints.registry import NotFound, ProductionVariant
 
 CREATE_ON_CONSTRUCT = "CREATE_ON_CONSTRUCT"
 CREATE_ON_TRANSFORM = "CREATE_ON_TRANSFORM"
@@ -39,9 +39,9 @@ def model_location(model) -> str:
     if isinstance(model, Model):
         from algorithms.builtin import save_model
 
-        from ..home import subdir
+        from ..home import local_model_store
 
-        path = os.path.join(str(subdir("models")), f"{model.algorithm}-{uuid.uuid4().hex[:12]}")
+        path = os.path.join(local_model_store(), f"{model.algorithm}-{uuid.uuid4().hex[:12]}")
         save_model(model, path)
         return path
     raise TypeError(f"cannot find the artifact of a {type(model).__name__}; pass its path or a Model")

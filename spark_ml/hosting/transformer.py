@@ -8,21 +8,17 @@ names (``score``, ``predicted_label``, ``closest_cluster``, ``projection``, …;
 vectors as ML vectors); with A/B variants serving different algorithms the columns are the union and a
 row's other columns are null. ``errorPolicy="fail"`` fails the job on a non-retryable error;
 ``"column"`` puts the error in ``errorCol`` (a 4xx batch is bisected so only bad rows are marked).
+The requests themselves are :mod:`.http_batching`'s (no Spark there); this module is the Spark side:
+Params, the output schema, and handing the plan to ``mapInArrow`` or an Arrow UDF.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import random
-import time
 import uuid
 import warnings
-from collections import deque
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 
-import numpy as np
 from pyspark import keyword_only
 from pyspark.ml import Transformer
 from pyspark.ml.functions import vector_to_array
@@ -32,38 +28,10 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
+from .http_batching import DEFAULT_MAX_BYTES, OutputSpec, ScoringPlan, outputs_from_metadata
 from .serializers import RequestSerializer, ResponseDeserializer, deserializer, serializer
 
-DEFAULT_MAX_BYTES = 5 * 1024 * 1024  # sagemaker-spark's batch limit, under the endpoint's 6 MiB
-RETRYABLE = (429, 500, 502, 503, 504)
-# Answers the rows themselves can cause (unparsable row, body too large): worth splitting the batch to find
-# the rows at fault. Others (auth, 404, 429 after retries) would fail every half the same way.
-ROW_FAULT_STATUSES = (400, 413)
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    name: str
-    kind: str = "scalar"  # "scalar" | "vector"
-
-
-def outputs_from_metadata(metadata: dict[str, dict], variant: str | None = None) -> list[OutputSpec]:
-    """Union of the variants' outputs (in first-seen order); a variant whose metadata failed is an error."""
-    specs: dict[str, OutputSpec] = {}
-    for name, meta in metadata.items():
-        if variant and name != variant:
-            continue
-        if "error" in meta:
-            raise RuntimeError(
-                f"cannot read variant {name}'s outputs: {meta['error']}; set outputs= explicitly"
-            )
-        for o in meta["outputs"]:
-            spec = OutputSpec(o["name"], o.get("kind", "scalar"))
-            if specs.setdefault(spec.name, spec).kind != spec.kind:
-                raise RuntimeError(f"output {spec.name} is a scalar in one variant and a vector in another")
-    if not specs:
-        raise RuntimeError(f"no variant{' ' + variant if variant else ''} reported outputs")
-    return list(specs.values())
+__all__ = ["EndpointModel", "OutputSpec"]
 
 
 class EndpointModel(Transformer, DefaultParamsReadable, DefaultParamsWritable):
@@ -237,9 +205,9 @@ class EndpointModel(Transformer, DefaultParamsReadable, DefaultParamsWritable):
             hook()
         if not self.isDefined(self.endpoint):
             raise ValueError("EndpointModel needs endpoint= (a registry name or a URL)")
-        from .client import endpoint_metadata, resolve
+        from ..endpoints.client import endpoint_metadata, resolve_endpoint
 
-        target = resolve(self.getOrDefault(self.endpoint), self._auth_token)
+        target = resolve_endpoint(self.getOrDefault(self.endpoint), self._auth_token)
         metadata = functools.cache(lambda: endpoint_metadata(target))  # asked once, when needed at all
         outputs = self._resolve_outputs(metadata)
         features = self.getOrDefault(self.featuresCol)
@@ -259,8 +227,7 @@ class EndpointModel(Transformer, DefaultParamsReadable, DefaultParamsWritable):
                 f"the DataFrame already has column(s) {clash}; rename them or choose other names"
             )
         plan = ScoringPlan(
-            url=target.url,
-            token=target.token,
+            target=target,
             features_index=dataset.columns.index(features),
             features_col=features,
             serializer=self._serializer_obj or serializer(self.getOrDefault(self.serializer)),
@@ -299,204 +266,3 @@ class EndpointModel(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         except Exception:  # noqa: BLE001 - no metadata: keep the vectors as they are
             return False
         return bool(dims) and all(isinstance(d, int) and 0 < d <= 4096 for d in dims)
-
-
-# ------------------------------------------------------------------------------------- executor side
-
-
-def pa_record_batch(columns, names):
-    import pyarrow as pa
-
-    return pa.RecordBatch.from_arrays(columns, names=names)
-
-
-class EndpointCallError(RuntimeError):
-    pass
-
-
-@dataclass
-class Segment:
-    start: int
-    stop: int
-    outputs: dict[str, np.ndarray] | None = None
-    variant: str | None = None
-    error: str | None = None
-
-
-@dataclass
-class ScoringPlan:
-    """Everything a partition needs (pickled to the executors)."""
-
-    url: str
-    token: str | None
-    features_index: int
-    features_col: str
-    serializer: RequestSerializer
-    deserializer: ResponseDeserializer
-    outputs: list[OutputSpec]
-    max_rows: int
-    max_bytes: int
-    concurrency: int
-    max_retries: int
-    backoff: float
-    timeout: float
-    error_column: str | None
-    variant_column: str | None
-    target_variant: str | None = None
-    headers: dict = field(default_factory=dict)
-
-    def run(self, batches):
-        """``mapInArrow`` form: whole record batches in, the same batches plus the output columns out."""
-        items = ((batch, batch.column(self.features_index), batch.num_rows) for batch in batches)
-        for batch, (columns, names) in self._score(items):
-            yield pa_record_batch(list(batch.columns) + columns, list(batch.schema.names) + names)
-
-    def run_columns(self, arrays):
-        """Arrow iterator-UDF form: features arrays in, structs of the output columns out (in order)."""
-        import pyarrow as pa
-
-        for _, (columns, names) in self._score((None, a, len(a)) for a in arrays):
-            yield pa.StructArray.from_arrays(columns, names=names)
-
-    def _score(self, items):
-        """(tag, features column, rows) in; (tag, (output columns, names)) out in input order, requests to the
-        endpoint running ``concurrency`` at a time across item boundaries."""
-        from ..arrow_vectors import vectors_from_arrow
-
-        self.headers = {"Content-Type": self.serializer.content_type, "Accept": self.deserializer.accept}
-        if self.token:
-            self.headers["Authorization"] = f"Bearer {self.token}"
-        if self.target_variant:
-            self.headers["X-Target-Variant"] = self.target_variant
-        pending: deque = deque()
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            for tag, column, n in items:
-                entry = {"tag": tag, "rows": n, "futures": [], "sealed": False}
-                pending.append(entry)
-                if n:
-                    rows = self.serializer.serialize(vectors_from_arrow(column, self.features_col).matrix)
-                    for start, stop in self.cut(rows):
-                        in_flight = [f for e in pending for f in e["futures"] if not f.done()]
-                        if len(in_flight) >= self.concurrency:
-                            wait(in_flight, return_when=FIRST_COMPLETED)
-                        entry["futures"].append(pool.submit(self.call, rows, start, stop))
-                entry["sealed"] = True
-                while pending and pending[0]["sealed"] and all(f.done() for f in pending[0]["futures"]):
-                    entry = pending.popleft()
-                    yield entry["tag"], self.assemble(entry)
-            while pending:
-                entry = pending.popleft()
-                yield entry["tag"], self.assemble(entry)
-
-    def cut(self, rows) -> list[tuple[int, int]]:
-        """Row ranges of at most ``max_rows`` rows and ``max_bytes`` bytes (a larger single row: error)."""
-        n = len(rows.ends)
-        budget = self.max_bytes - self.serializer.overhead()
-        spans, start = [], 0
-        while start < n:
-            base = int(rows.ends[start - 1]) if start else 0
-            stop = int(np.searchsorted(rows.ends, base + budget, side="right"))
-            stop = min(stop, start + self.max_rows, n)
-            if stop == start:
-                raise ValueError(
-                    f"a row of {rows.size(start, start + 1)} bytes exceeds maxBatchBytes={self.max_bytes}"
-                )
-            spans.append((start, stop))
-            start = stop
-        return spans
-
-    def call(self, rows, start: int, stop: int) -> list[Segment]:
-        status, body, variant = self.post(self.serializer.body(rows, start, stop))
-        if status < 300:
-            try:
-                out = self.deserializer.deserialize(body, stop - start)
-                counts = {k: len(v) for k, v in out.items()}
-                if any(c != stop - start for c in counts.values()):
-                    raise ValueError(f"the endpoint returned {counts} predictions for {stop - start} rows")
-                return [Segment(start, stop, out, variant)]
-            except ValueError as exc:
-                message = f"cannot read the response of variant {variant}: {exc}"
-                if not self.error_column:
-                    raise EndpointCallError(message) from None
-                return [Segment(start, stop, None, variant, message)]
-        message = f"{status}: {body.decode('utf-8', 'replace')[:1000]}"
-        if not self.error_column:
-            raise EndpointCallError(
-                f"endpoint {self.url} answered {message} for a batch of {stop - start} rows"
-            )
-        if status in ROW_FAULT_STATUSES and stop - start > 1:  # isolate the rows at fault
-            middle = (start + stop) // 2
-            return self.call(rows, start, middle) + self.call(rows, middle, stop)
-        return [Segment(start, stop, None, variant, message)]
-
-    def post(self, body: bytes) -> tuple[int, bytes, str | None]:
-        import requests
-
-        from .client import session
-
-        attempt = 0
-        while True:
-            try:
-                resp = session().post(
-                    self.url + "/invocations", data=body, headers=self.headers, timeout=self.timeout
-                )
-                status, content = resp.status_code, resp.content
-                variant = resp.headers.get("X-Invoked-Production-Variant")
-                retry_after = resp.headers.get("Retry-After")
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                status, content, variant, retry_after = (
-                    599,
-                    f"{type(exc).__name__}: {exc}".encode(),
-                    None,
-                    None,
-                )
-            if status not in RETRYABLE and status != 599 or attempt >= self.max_retries:
-                return (503 if status == 599 else status), content, variant
-            delay = min(self.backoff * 2**attempt, 10.0) * (0.5 + random.random())
-            if retry_after and retry_after.isdigit():
-                delay = max(delay, float(retry_after))
-            time.sleep(delay)
-            attempt += 1
-
-    def assemble(self, entry) -> tuple[list, list[str]]:
-        """The output columns (and their names) of one item, from its requests' results."""
-        import pyarrow as pa
-
-        from ..arrow_vectors import dense_to_arrow
-
-        n = entry["rows"]
-        segments = [s for f in entry["futures"] for s in f.result()]
-        columns, names = [], []
-        for spec in self.outputs:
-            values, valid = None, np.zeros(n, bool)
-            for s in segments:
-                if s.outputs is None or spec.name not in s.outputs:
-                    continue
-                part = np.asarray(s.outputs[spec.name], np.float64)
-                if spec.kind == "vector" and part.ndim == 1:
-                    part = part.reshape(-1, 1)
-                if values is None:
-                    values = np.zeros((n,) + part.shape[1:], np.float64)
-                values[s.start : s.stop] = part
-                valid[s.start : s.stop] = True
-            if spec.kind == "vector":
-                width = values.shape[1] if values is not None else 0
-                columns.append(dense_to_arrow(values if values is not None else np.zeros((n, width)), valid))
-            else:
-                columns.append(
-                    pa.array(values if values is not None else np.zeros(n), pa.float64(), mask=~valid)
-                )
-            names.append(spec.name)
-        if self.variant_column:
-            variants = np.full(n, None, object)
-            for s in segments:
-                variants[s.start : s.stop] = s.variant
-            columns.append(pa.array(variants, pa.string()))
-            names.append(self.variant_column)
-        if self.error_column:
-            errors = np.full(n, None, object)
-            for s in segments:
-                errors[s.start : s.stop] = s.error
-            columns.append(pa.array(errors, pa.string()))
-            names.append(self.error_column)
-        return columns, names

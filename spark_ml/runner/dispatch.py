@@ -16,7 +16,7 @@ from algorithms import fs as fsutil
 from algorithms.channel import Channel
 
 from .. import jobs
-from ..home import default_model_store
+from ..home import local_model_store
 from . import capacity
 from .monitor import JobMonitor, record
 from .plan import plan_channel
@@ -84,7 +84,7 @@ def run_training(spark, request: TrainingRequest) -> TrainingResult:
     cap = capacity.check(spark, request.num_workers, request.gpus_per_worker)
     plans = [plan_channel(name, ch, request.num_workers) for name, ch in request.channels.items()]
     name = request.job_name or jobs.new_job_name(request.algorithm)
-    store = request.model_store or default_model_store()
+    store = request.model_store or local_model_store()
     model_location = fsutil.join(store, name)
     checkpoint_location = fsutil.join(store, f"{name}.checkpoints")
     channels_doc = {c.name: {"path": c.path, "content_type": c.content_type, "distribution": c.distribution,

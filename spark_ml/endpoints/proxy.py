@@ -321,7 +321,7 @@ class DownstreamConnection(asyncio.BufferedProtocol):
         """A router bug must not leave the client hanging."""
         import logging
 
-        logging.getLogger("spark_ml.hosting.router").error("request failed", exc_info=exc)
+        logging.getLogger("spark_ml.endpoints.router").error("request failed", exc_info=exc)
         self.reply(500, b'{"error": "router error: %s"}' % type(exc).__name__.encode(), close=True)
         self.done()
 

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from algorithms.serving.server import is_loopback
 
@@ -28,6 +28,7 @@ from .registry import (
     OUT_OF_SERVICE,
     STOP,
     EndpointConfig,
+    EndpointSettings,
     HostedModel,
     InstanceRecord,
     NotFound,
@@ -35,6 +36,11 @@ from .registry import (
     Registry,
     ScalingPolicy,
 )
+
+SUPERVISOR_MODULE = "spark_ml.endpoints.supervisor"
+# How a live supervisor is recognized in /proc: by its module, including the one it had before the control
+# plane left spark_ml.hosting, so endpoints started then can still be described and stopped.
+_SUPERVISOR_ARGV = {SUPERVISOR_MODULE.encode(), b"spark_ml.hosting.supervisor"}
 
 
 class EndpointError(RuntimeError):
@@ -200,20 +206,20 @@ def create_endpoint(
     if max_payload_mb <= 0 or timeout <= 0:
         raise ValueError("max_payload_mb and timeout must be > 0")
     run_dir = str(subdir("endpoints", name))
-    settings = {
-        "run_dir": run_dir,
-        "router_workers": int(router_workers),
-        "max_payload_mb": float(max_payload_mb),
-        "timeout": float(timeout),
-        "startup_timeout": float(startup_timeout),
-        "graceful_timeout": float(graceful_timeout),
-        "threads": int(threads_per_instance),
-    }
+    settings = EndpointSettings(
+        run_dir,
+        router_workers=int(router_workers),
+        max_payload_mb=float(max_payload_mb),
+        timeout=float(timeout),
+        startup_timeout=float(startup_timeout),
+        graceful_timeout=float(graceful_timeout),
+        threads=int(threads_per_instance),
+    )
     with contextlib.closing(_registry()) as r:
         config = r.config(config_name)
         for v in config.variants:
             r.model(v.model)
-        r.add_endpoint(name, config, host, int(port), token, settings)
+        r.add_endpoint(name, config, host, int(port), token, asdict(settings))
     _launch_supervisor(name, run_dir)
     if wait:
         return wait_for_endpoint(name, wait_timeout)
@@ -228,7 +234,7 @@ def default_router_workers() -> int:
 def _launch_supervisor(name: str, run_dir: str) -> int:
     log = os.path.join(run_dir, "supervisor.log")
     done = subprocess.run(
-        [sys.executable, "-m", "spark_ml.hosting.supervisor", "--endpoint", name, "--log", log, "--daemon"],
+        [sys.executable, "-m", SUPERVISOR_MODULE, "--endpoint", name, "--log", log, "--daemon"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -496,7 +502,7 @@ def _supervisor_alive(pid: int | None, name: str) -> bool:
             argv = f.read().split(b"\0")
         with open(f"/proc/{pid}/stat", "rb") as f:
             state = f.read().rsplit(b")", 1)[1].split()[0]
-        return b"spark_ml.hosting.supervisor" in argv and name.encode() in argv and state != b"Z"
+        return not _SUPERVISOR_ARGV.isdisjoint(argv) and name.encode() in argv and state != b"Z"
     except OSError:
         return True  # no /proc (macOS): trust kill(0)
 

@@ -7,15 +7,23 @@ replica drops right after a scale-out, which triggers a scale-in) cannot happen 
 target, so steady load sits in a dead band between the two. Cooldowns as in Application Auto Scaling:
 no scale-out within ``scale_out_cooldown`` of the last scale-out, no scale-in within
 ``scale_in_cooldown`` of the last scaling activity.
+
+:class:`TargetTracker` decides for one variant; :class:`Autoscaler` runs in the endpoint's supervisor,
+feeds the trackers the router workers' invocation counts, and writes their decisions to the registry
+as desired instance counts (which the capacity reconciler then carries out) and scaling activities.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections import deque
 from dataclasses import dataclass
 
-from .registry import ScalingPolicy
+from .registry import Registry, ScalingPolicy
+
+log = logging.getLogger("spark_ml.endpoints.supervisor")
 
 
 @dataclass(frozen=True)
@@ -98,3 +106,52 @@ class TargetTracker:
         elif decision.desired < current:
             self.last_scale_in = now
         return decision
+
+
+class Autoscaler:
+    """The scaling policies of one endpoint's variants, applied every ``interval`` seconds."""
+
+    def __init__(self, registry: Registry, endpoint: str, metrics_dir: str, interval: float):
+        self.registry = registry
+        self.endpoint = endpoint
+        self.metrics_dir = metrics_dir
+        self.interval = interval
+        self.trackers: dict[str, TargetTracker] = {}
+        self.next_step = 0.0
+
+    def reset(self) -> None:
+        """Forget the variants' history (a new config's variants start afresh)."""
+        self.trackers.clear()
+
+    def step(self) -> None:
+        now = time.monotonic()
+        if now < self.next_step:
+            return
+        self.next_step = now + self.interval
+        policies = self.registry.policies(self.endpoint)
+        if not policies:
+            self.trackers.clear()
+            return
+        from .metrics import invocation_counts
+
+        counts = invocation_counts(self.metrics_dir)
+        desired = {v.variant_name: v.desired_instance_count for v in self.registry.variants(self.endpoint)}
+        for variant, policy in policies.items():
+            if variant not in desired:
+                continue
+            tracker = self.trackers.get(variant)
+            if tracker is None or tracker.policy != policy:
+                tracker = self.trackers[variant] = TargetTracker(policy)
+            tracker.observe(now, counts.get(variant, 0.0))
+            decision = tracker.decide(now, desired[variant])
+            if decision is not None and decision.desired != desired[variant]:
+                log.info(
+                    "autoscaling %s/%s: %d -> %d (%s)",
+                    self.endpoint,
+                    variant,
+                    desired[variant],
+                    decision.desired,
+                    decision.reason,
+                )
+                self.registry.request_capacity(self.endpoint, {variant: {"instance_count": decision.desired}})
+                self.registry.add_activity(self.endpoint, variant, desired[variant], decision.desired, decision.reason)

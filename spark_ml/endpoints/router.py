@@ -8,7 +8,7 @@ router from being a single-process bottleneck; each balances its own share of th
 HTTP plumbing is in :mod:`.proxy`; instances the endpoint started get their requests through shared
 memory (:mod:`.handoff`), other servers over HTTP.
 
-Run by the supervisor as ``python -m spark_ml.hosting.router``; never imports pyspark.
+Run by the supervisor as ``python -m spark_ml.endpoints.router``; never imports pyspark.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .handoff import HandoffChannel, SlotArena
 from .proxy import DownstreamConnection, UpstreamError, UpstreamPool, exchange, request_bytes
 from .routes import Balancer, NoVariant, RoutingTable
 
-log = logging.getLogger("spark_ml.hosting.router")
+log = logging.getLogger("spark_ml.endpoints.router")
 
 CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
 FORWARDED = (b"content-type", b"accept", CUSTOM_ATTRIBUTES)
@@ -500,7 +500,7 @@ async def serve(router: Router, sock, parent_pid: int | None, grace: float = 30.
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m spark_ml.hosting.router")
+    p = argparse.ArgumentParser(prog="python -m spark_ml.endpoints.router")
     p.add_argument("--endpoint", required=True)
     p.add_argument("--routes", required=True)
     p.add_argument("--status-dir", required=True)

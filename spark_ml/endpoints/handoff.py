@@ -35,7 +35,7 @@ from algorithms.serving.handoff import (
 
 from .proxy import Response, UpstreamError
 
-log = logging.getLogger("spark_ml.hosting.router")
+log = logging.getLogger("spark_ml.endpoints.router")
 
 MAX_IDLE_SLOTS = 16
 MAX_LIVE_SLOTS = 256  # per router worker; beyond it bodies are collected in memory and go over HTTP

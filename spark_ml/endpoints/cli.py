@@ -123,9 +123,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _h():
-    from . import hosting
+    """The control plane's API, imported when a command runs (``spark-ml --help`` stays fast)."""
+    from .. import endpoints
 
-    return hosting
+    return endpoints
 
 
 def _print_json(doc) -> None:
@@ -272,7 +273,7 @@ def format_metrics(metrics: dict) -> str:
 def cmd_logs(args) -> int:
     import os
 
-    from .hosting.registry import Registry
+    from .registry import Registry
 
     registry = Registry()
     try:

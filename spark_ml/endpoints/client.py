@@ -42,8 +42,10 @@ class Target:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
-def resolve(endpoint: str, token: str | None = None) -> Target:
-    """A registry endpoint name, or an ``http(s)://`` URL, as a :class:`Target`."""
+def resolve_endpoint(endpoint: str | Target, token: str | None = None) -> Target:
+    """Where an endpoint is reached: a registry endpoint name (its URL and token), or an ``http(s)://`` URL."""
+    if isinstance(endpoint, Target):
+        return endpoint
     if endpoint.startswith(("http://", "https://")):
         return Target(endpoint.rstrip("/"), token)
     from .registry import Registry
@@ -56,6 +58,24 @@ def resolve(endpoint: str, token: str | None = None) -> Target:
     if not record.url or record.status not in ("InService", "Updating", "SystemUpdating"):
         raise RuntimeError(f"endpoint {endpoint} is {record.status}; it cannot take requests")
     return Target(record.url, token or record.token)
+
+
+def invocation_headers(
+    target: Target,
+    content_type: str,
+    accept: str | None = None,
+    target_variant: str | None = None,
+    custom_attributes: str | None = None,
+) -> dict[str, str]:
+    """The headers of a ``POST /invocations`` (SageMaker's names for the variant and custom attributes)."""
+    headers = {"Content-Type": content_type, **target.headers()}
+    if accept:
+        headers["Accept"] = accept
+    if target_variant:
+        headers["X-Target-Variant"] = target_variant
+    if custom_attributes:
+        headers["X-Amzn-SageMaker-Custom-Attributes"] = custom_attributes
+    return headers
 
 
 def session() -> requests.Session:
@@ -80,14 +100,8 @@ def invoke_endpoint(
     token: str | None = None,
 ) -> Invocation:
     """POST one request to ``/invocations``; raises :class:`InvocationError` for a non-2xx answer."""
-    target = endpoint if isinstance(endpoint, Target) else resolve(endpoint, token)
-    headers = {"Content-Type": content_type, **target.headers()}
-    if accept:
-        headers["Accept"] = accept
-    if target_variant:
-        headers["X-Target-Variant"] = target_variant
-    if custom_attributes:
-        headers["X-Amzn-SageMaker-Custom-Attributes"] = custom_attributes
+    target = resolve_endpoint(endpoint, token)
+    headers = invocation_headers(target, content_type, accept, target_variant, custom_attributes)
     data = body.encode() if isinstance(body, str) else body
     resp = session().post(target.url + "/invocations", data=data, headers=headers, timeout=timeout)
     variant = resp.headers.get("X-Invoked-Production-Variant")
@@ -100,7 +114,7 @@ def endpoint_metrics(
     endpoint: str | Target, token: str | None = None, timeout: float = 10.0
 ) -> dict[str, VariantMetrics]:
     """Per-variant invocations, errors and latencies from the endpoint's ``/metrics``."""
-    target = endpoint if isinstance(endpoint, Target) else resolve(endpoint, token)
+    target = resolve_endpoint(endpoint, token)
     resp = session().get(target.url + "/metrics", headers=target.headers(), timeout=timeout)
     resp.raise_for_status()
     return parse(resp.text)
@@ -108,7 +122,7 @@ def endpoint_metrics(
 
 def endpoint_metadata(endpoint: str | Target, token: str | None = None, timeout: float = 30.0) -> dict:
     """``{variant: model metadata}`` (algorithm, feature_dim, outputs) as each variant reports it."""
-    target = endpoint if isinstance(endpoint, Target) else resolve(endpoint, token)
+    target = resolve_endpoint(endpoint, token)
     resp = session().get(target.url + "/metadata", headers=target.headers(), timeout=timeout)
     if resp.status_code == 404:
         raise RuntimeError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..home import connect, transaction
@@ -177,6 +177,39 @@ class ScalingPolicy:
             raise ValueError("metric_window must be > 0 seconds")
         if not 0 <= self.scale_in_margin < 1:
             raise ValueError("scale_in_margin must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    """How an endpoint's processes run, fixed when it is created (the ``settings`` column, as JSON).
+
+    The defaults here are the supervisor's for keys a row does not have; :func:`~.api.create_endpoint`
+    has its own keyword defaults, which it always writes.
+    """
+
+    run_dir: str
+    router_workers: int = 2
+    max_payload_mb: float = 6.0
+    timeout: float = 60.0  # seconds a router waits for an instance before answering 504
+    max_attempts: int = 3  # instances a request is tried on when connections fail
+    startup_timeout: float = 120.0
+    graceful_timeout: float = 30.0  # SIGTERM to SIGKILL
+    threads: int = 1  # BLAS/OpenMP threads per instance
+    autoscale_interval: float = 1.0
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> EndpointSettings:
+        """Known keys, converted to their field's type (JSON may hold ``2`` for ``2.0``); others ignored."""
+        given = {}
+        for f in fields(cls):
+            if f.name in doc:
+                convert = str if f.name == "run_dir" else type(f.default)
+                given[f.name] = convert(doc[f.name])
+        return cls(**given)
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return int(self.max_payload_mb * 1024 * 1024)
 
 
 @dataclass
