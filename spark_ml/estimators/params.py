@@ -144,7 +144,7 @@ class DeclaredParams(Params):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
-        # defaults are shown by explainParams; only values the user set are sent to the algorithm
+        # what getters and explainParams show while a Param is unset; isSet() still tells the two apart
         self._setDefault(**{name: p.default for name, p in self._declared.items() if p.default is not None})
         self.setParams(**kwargs)
 
