@@ -106,7 +106,7 @@ try:
     import pyarrow as pa
 
     from algorithms.batch import Batch
-    from algorithms.models import load_model
+    from algorithms.builtin import load_model
     from spark_ml.endpoints.client import resolve_endpoint
     from spark_ml.hosting.http_batching import OutputSpec, ScoringPlan
     from spark_ml.hosting.serializers import deserializer, serializer

@@ -13,7 +13,6 @@ import tempfile
 from typing import Any, ClassVar
 
 from pyspark.ml import Model
-from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame
 
@@ -25,43 +24,36 @@ from algorithms.hyperparameters import AUTO, HyperparameterError, Hyperparameter
 
 from ..runner import TrainingRequest, TrainingResult, run_training
 from .channel_fit import NONE, REQUIRED, ChannelFitEstimator
-from .params import CommonParams, ParamError, declared_params
+from .params import CommonParams, DeclaredParam, ParamError, declared_hyperparameter_params, setting_param
 from .scoring import score_dataframe
 
 
 class SageMakerEstimator(ChannelFitEstimator, MLWritable, MLReadable):
-    """Base of every built-in estimator. Subclasses set ``_algorithm``, ``_model_class`` and maybe ``_fixed``."""
+    """Base of every built-in estimator. Subclasses set ``_algorithm``, ``_model_class`` and maybe ``_fixed``;
+    their Params, accessors, keyword signature and docstring come from the algorithm's hyperparameters."""
 
     _algorithm: ClassVar[str]
     _model_class: ClassVar[type[SageMakerModel]]
     _fixed: ClassVar[dict[str, str]] = {}  # hyperparameters the class decides (e.g. predictor_type)
-    _hp_params: ClassVar[dict[str, Any]] = {}
+    _hp_params: ClassVar[dict[str, DeclaredParam]] = {}
 
     def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "_algorithm" not in cls.__dict__:
-            return
-        spec = builtin.get(cls._algorithm).hyperparameters
-        cls._hp_params = declared_params(spec, set(cls._fixed))
-        for name, (param, _) in cls._hp_params.items():
-            setattr(cls, name, param)
-            cap = name[0].upper() + name[1:]
-            setattr(cls, f"set{cap}", _setter(name))
-            setattr(cls, f"get{cap}", _getter(name))
+        if "_algorithm" in cls.__dict__:
+            spec = builtin.get(cls._algorithm).hyperparameters
+            cls._hp_params = declared_hyperparameter_params(spec, set(cls._fixed))
+            for name, param in cls._hp_params.items():
+                setattr(cls, name, param)
+        super().__init_subclass__(**kwargs)  # then accessors, signatures and the docstring, from all Params
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__()
-        defaults = {name: hp.default for name, (_, hp) in self._hp_params.items() if hp.default is not None}
-        self._setDefault(**defaults)  # shown by explainParams; only explicitly set values are sent
-        self.setParams(**kwargs)
-
-    def setParams(self, **kwargs: Any) -> SageMakerEstimator:
-        unknown = sorted(k for k in kwargs if not self.hasParam(k))
-        if unknown:
-            raise ParamError(f"{type(self).__name__} has no Param {unknown[0]!r} "
-                             f"(Params: {', '.join(sorted(p.name for p in self.params))})")
-        self._set(**{k: v for k, v in kwargs.items() if v is not None})
-        return self
+    @classmethod
+    def _docstring_notes(cls) -> list[str]:
+        notes = []
+        if cls._fixed:
+            fixed = ", ".join(f"``{name}={value!r}``" for name, value in cls._fixed.items())
+            notes.append(f"This class sets {fixed}.")
+        if "_model_class" in vars(cls):
+            notes.append(f"``fit`` returns a :class:`{cls._model_class.__name__}`.")
+        return notes
 
     @classmethod
     def spec(cls) -> HyperparameterSpec:
@@ -75,10 +67,10 @@ class SageMakerEstimator(ChannelFitEstimator, MLWritable, MLReadable):
         """
         spec = self.spec()
         raw: dict[str, Any] = {**self._class_defaults(), **self._fixed}
-        for name, (_, hp) in self._hp_params.items():
+        for name, declared in self._hp_params.items():
             param = self.getParam(name)  # this instance's copy (the class attribute has no parent)
             if self.isSet(param):
-                raw[hp.name] = self.getOrDefault(param)
+                raw[declared.hyperparameter.name] = self.getOrDefault(param)
         stand_in = False
         if "feature_dim" in spec and raw.get("feature_dim") in (None, AUTO):
             stand_in = feature_dim is None
@@ -134,18 +126,15 @@ class SageMakerEstimator(ChannelFitEstimator, MLWritable, MLReadable):
 class SageMakerModel(Model, CommonParams, MLWritable, MLReadable):
     """A trained built-in model: its artifact, learned values, final metrics, and executor-side scoring."""
 
-    modelLocation = Param(Params._dummy(), "modelLocation", "the model artifact (folder or URI)",
-                          typeConverter=TypeConverters.toString)
+    modelLocation = setting_param("modelLocation", str, "The model artifact: a folder or URI holding "
+                                  "manifest.json and the files it lists.")
+    _positional = ("modelLocation",)
 
-    def __init__(self, modelLocation: str | None = None, featuresCol: str | None = None) -> None:
-        super().__init__()
+    def __init__(self, modelLocation: str | None = None, **kwargs: Any) -> None:
+        super().__init__(modelLocation=modelLocation, **kwargs)
         self._model = None
         self._training_job: str | None = None
         self._training_metrics: dict[str, float] | None = None
-        if modelLocation is not None:
-            self._set(modelLocation=modelLocation)
-        if featuresCol is not None:
-            self._set(featuresCol=featuresCol)
 
     @property
     def algorithm_model(self):
@@ -210,23 +199,6 @@ class SageMakerModel(Model, CommonParams, MLWritable, MLReadable):
         that._training_job = self._training_job
         that._training_metrics = self._training_metrics
         return that
-
-
-def _setter(name: str):
-    def setter(self, value):
-        self._set(**{name: value})
-        return self
-
-    setter.__name__ = f"set{name[0].upper()}{name[1:]}"
-    return setter
-
-
-def _getter(name: str):
-    def getter(self):
-        return self.getOrDefault(getattr(self, name))
-
-    getter.__name__ = f"get{name[0].upper()}{name[1:]}"
-    return getter
 
 
 _UNKNOWN_DIM = 2**31 - 1  # stands in for feature_dim before the data is seen

@@ -8,10 +8,9 @@ import json
 import os
 import tarfile
 from abc import abstractmethod
-from typing import Any
 
 from pyspark.ml import Model
-from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param import TypeConverters
 from pyspark.sql import DataFrame
 
 from algorithms.artifact import read_manifest
@@ -19,7 +18,7 @@ from algorithms.channel import Channel
 
 from ..runner import EXECUTABLE, SCRIPT, ScriptPlan, TrainingRequest, run_training
 from .channel_fit import IF_PRESENT, ChannelFitEstimator
-from .params import ParamError
+from .params import DeclaredParam, ParamError, setting_param
 
 MAX_SOURCE_BYTES = 64 << 20
 
@@ -62,27 +61,23 @@ def _to_metric_definitions(value) -> list[dict[str, str]]:
 
 
 class _UserCodeEstimator(ChannelFitEstimator):
-    hyperparameters = Param(Params._dummy(), "hyperparameters", "hyperparameters passed to the code (as SageMaker "
-                            "does: SM_HPS, SM_HP_<NAME>, command-line arguments)", typeConverter=_to_dict)
-    metricDefinitions = Param(Params._dummy(), "metricDefinitions", 'regexes that pick metrics out of the output: '
-                              '[{"Name": "validation:loss", "Regex": "loss=([0-9.]+)"}]',
-                              typeConverter=_to_metric_definitions)
-    environment = Param(Params._dummy(), "environment", "extra environment variables for the code",
-                        typeConverter=_to_dict)
-    sourceDir = Param(Params._dummy(), "sourceDir", "folder with the code, shipped to every worker",
-                      typeConverter=TypeConverters.toString)
-    algorithmName = Param(Params._dummy(), "algorithmName", "name recorded for the job and the model",
-                          typeConverter=TypeConverters.toString)
+    hyperparameters = DeclaredParam(
+        "hyperparameters", "Hyperparameters passed to the code as SageMaker does: SM_HPS, SM_HP_<NAME> and "
+        "command-line arguments; values that are not strings are sent as JSON.", _to_dict,
+        kind=dict[str, object], default={}, accepts="a dict (or a JSON object) of name to value")
+    metricDefinitions = DeclaredParam(
+        "metricDefinitions", "Regexes that pick metrics out of the code's output, as SageMaker's metric "
+        'definitions: [{"Name": "validation:loss", "Regex": "loss=([0-9.]+)"}].', _to_metric_definitions,
+        kind=list[dict[str, str]], default=[], accepts='a list of {"Name": ..., "Regex": ...} dicts')
+    environment = DeclaredParam("environment", "Extra environment variables for the code.", _to_dict,
+                                kind=dict[str, str], default={}, accepts="a dict of name to value")
+    sourceDir = setting_param("sourceDir", str, "Folder with the code (and small files it needs), shipped to "
+                              f"every worker; at most {MAX_SOURCE_BYTES >> 20} MiB compressed. ScriptEstimator "
+                              "requires it.")
+    algorithmName = setting_param("algorithmName", str, "Name recorded for the job and the model. Unset: "
+                                  "script (ScriptEstimator) or executable (AlgorithmEstimator).")
 
     _kind: str
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__()
-        self._setDefault(hyperparameters={}, metricDefinitions=[], environment={})
-        unknown = sorted(k for k in kwargs if not self.hasParam(k))
-        if unknown:
-            raise ParamError(f"{type(self).__name__} has no Param {unknown[0]!r}")
-        self._set(**{k: v for k, v in kwargs.items() if v is not None})
 
     @abstractmethod
     def _plan(self) -> ScriptPlan:
@@ -118,10 +113,30 @@ class ScriptEstimator(_UserCodeEstimator):
     The script sees ``SM_CHANNEL_<NAME>``, ``SM_MODEL_DIR``, ``SM_HPS``, ``SM_HOSTS``, ``SM_CURRENT_HOST``… and
     ``MASTER_ADDR``/``MASTER_PORT``/``RANK``/``WORLD_SIZE`` for torch.distributed. Rank 0's model folder
     becomes the model artifact; the exit status decides success and the stderr tail is the failure reason.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import spark_ml
+    >>> src = tempfile.mkdtemp()
+    >>> with open(os.path.join(src, "train.py"), "w") as script:
+    ...     _ = script.write('''
+    ... import json, os
+    ... hps = json.loads(os.environ["SM_HPS"])
+    ... with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w") as out:
+    ...     json.dump(hps, out)
+    ... print("loss=0.25")
+    ... ''')
+    >>> df = spark.createDataFrame([([0.0, 1.0], 0.0), ([1.0, 0.0], 1.0)], ["features", "label"])
+    >>> estimator = spark_ml.ScriptEstimator(
+    ...     entryPoint="train.py", sourceDir=src, hyperparameters={"epochs": 3},
+    ...     metricDefinitions=[{"Name": "train:loss", "Regex": "loss=([0-9.]+)"}])
+    >>> model = estimator.fit(df)
+    >>> model.files, model.metrics
+    (['model.json'], {'train:loss': 0.25})
     """
 
-    entryPoint = Param(Params._dummy(), "entryPoint", "the script, relative to sourceDir",
-                       typeConverter=TypeConverters.toString)
+    entryPoint = setting_param("entryPoint", str, "The script, relative to sourceDir.", required=True)
     _kind = SCRIPT
 
     def _plan(self) -> ScriptPlan:
@@ -141,10 +156,22 @@ class AlgorithmEstimator(_UserCodeEstimator):
     ``trainCommand`` may use ``{base_dir}`` (the root holding ``input/``, ``model/``, ``output/``),
     ``{model_dir}`` and ``{code_dir}``; ``SAGEMAKER_BASE_DIR`` is set too. ``output/failure`` becomes the
     failure reason.
+
+    Examples
+    --------
+    >>> import spark_ml
+    >>> df = spark.createDataFrame([([0.0, 1.0], 0.0), ([1.0, 0.0], 1.0)], ["features", "label"])
+    >>> estimator = spark_ml.AlgorithmEstimator(
+    ...     trainCommand=["sh", "-c", "ls {base_dir}/input/data > {model_dir}/channels.txt"],
+    ...     algorithmName="list-channels")
+    >>> model = estimator.fit(df)
+    >>> model.files
+    ['channels.txt']
     """
 
-    trainCommand = Param(Params._dummy(), "trainCommand", "argv of the training executable",
-                         typeConverter=TypeConverters.toListString)
+    trainCommand = DeclaredParam("trainCommand", "The training executable and its arguments; {base_dir}, "
+                                 "{model_dir} and {code_dir} in them are replaced.",
+                                 TypeConverters.toListString, kind=list[str], required=True)
     _kind = EXECUTABLE
 
     def _plan(self) -> ScriptPlan:
@@ -154,7 +181,23 @@ class AlgorithmEstimator(_UserCodeEstimator):
 
 
 class UserCodeModel(Model):
-    """The artifact a user's code produced. Its files are the user's own: load them with the user's code."""
+    """The artifact a user's code produced (what ``ScriptEstimator`` and ``AlgorithmEstimator`` fit). Its files
+    are the user's own: load them with the user's code from ``modelLocation`` (a folder or URI); ``files`` lists
+    them and ``metrics`` holds the final metrics the metric definitions picked out. It has no Params and no
+    built-in scoring: ``transform`` fails, saying so.
+
+    Examples
+    --------
+    >>> import os
+    >>> import spark_ml
+    >>> df = spark.createDataFrame([([0.0, 1.0], 0.0), ([1.0, 0.0], 1.0)], ["features", "label"])
+    >>> model = spark_ml.AlgorithmEstimator(trainCommand=["sh", "-c", "echo 42 > {model_dir}/answer.txt"]).fit(df)
+    >>> with open(os.path.join(model.modelLocation, "answer.txt")) as f:
+    ...     f.read().strip()
+    '42'
+    >>> spark_ml.UserCodeModel(model.modelLocation).files
+    ['answer.txt']
+    """
 
     def __init__(self, modelLocation: str) -> None:
         super().__init__()

@@ -21,35 +21,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyspark.ml.param import Param, Params, TypeConverters
-
 from algorithms.builtin.xgboost.params import CLASSIFICATION_PREFIXES, objective_of
 
 from .base import SageMakerEstimator, SageMakerModel
-from .params import ParamError
+from .params import DeclaredParams, ParamError, setting_param
 
 
-class _XGBoostPredictionParams(Params):
-    predictLeaf = Param(Params._dummy(), "predictLeaf", "add a 'leaf' column: the leaf index of each tree",
-                        typeConverter=TypeConverters.toBoolean)
-    predictContrib = Param(Params._dummy(), "predictContrib", "add a 'contrib' column: SHAP contributions per "
-                           "feature, then the bias", typeConverter=TypeConverters.toBoolean)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._setDefault(predictLeaf=False, predictContrib=False)
-
-    def setPredictLeaf(self, value: bool):
-        return self._set(predictLeaf=value)
-
-    def getPredictLeaf(self) -> bool:
-        return self.getOrDefault(self.predictLeaf)
-
-    def setPredictContrib(self, value: bool):
-        return self._set(predictContrib=value)
-
-    def getPredictContrib(self) -> bool:
-        return self.getOrDefault(self.predictContrib)
+class _XGBoostPredictionParams(DeclaredParams):
+    predictLeaf = setting_param("predictLeaf", bool, "Add a 'leaf' column: the leaf index of each tree.", False)
+    predictContrib = setting_param("predictContrib", bool, "Add a 'contrib' column: SHAP contributions per "
+                                   "feature, then the bias.", False)
 
 
 class _XGBoostModel(SageMakerModel, _XGBoostPredictionParams):
@@ -84,7 +65,21 @@ class _XGBoostModel(SageMakerModel, _XGBoostPredictionParams):
 
 
 class XGBoostClassifierModel(_XGBoostModel):
-    """Adds ``score``, ``prediction``, ``probability`` and ``rawPrediction`` (plus ``leaf``/``contrib`` on request)."""
+    """A trained XGBoost classifier. ``transform`` adds ``score``, ``prediction``, ``probability`` and
+    ``rawPrediction`` (plus ``leaf`` / ``contrib`` with predictLeaf / predictContrib); ``booster`` is the
+    plain ``xgboost.Booster``.
+
+    Examples
+    --------
+    >>> import spark_ml
+    >>> df = spark.createDataFrame([([0.0, 1.0], 0.0), ([1.0, 0.0], 1.0)] * 20, ["features", "label"])
+    >>> model = spark_ml.XGBoostClassifier(numRound=5, maxDepth=2).fit(df)
+    >>> model.numClasses, model.objective, sorted(model.featureImportances("weight"))
+    (2, 'binary:logistic', ['f0'])
+    >>> row = model.setPredictContrib(True).transform(df).first()
+    >>> len(row.contrib), row.prediction
+    (3, 0.0)
+    """
 
     _base_outputs = ("score", "prediction", "probability", "rawPrediction")
 
@@ -94,7 +89,19 @@ class XGBoostClassifierModel(_XGBoostModel):
 
 
 class XGBoostRegressorModel(_XGBoostModel):
-    """Adds ``score`` and ``prediction`` (plus ``leaf``/``contrib`` on request)."""
+    """A trained XGBoost model of any non-classification objective. ``transform`` adds ``score`` and
+    ``prediction`` (plus ``leaf`` / ``contrib`` with predictLeaf / predictContrib).
+
+    Examples
+    --------
+    >>> import spark_ml
+    >>> df = spark.createDataFrame([([float(x)], 10.0 * (x % 2)) for x in range(20)], ["features", "label"])
+    >>> model = spark_ml.XGBoostRegressor(numRound=3, maxDepth=1, predictLeaf=True).fit(df)
+    >>> model.objective, model.booster.num_boosted_rounds()
+    ('reg:squarederror', 3)
+    >>> len(model.transform(df).first().leaf)
+    3
+    """
 
 
 class _XGBoostEstimator(SageMakerEstimator, _XGBoostPredictionParams):
@@ -127,15 +134,24 @@ class _XGBoostEstimator(SageMakerEstimator, _XGBoostPredictionParams):
 
 class XGBoostClassifier(_XGBoostEstimator):
     """XGBoost for classification: binary:logistic by default, multi:softprob when ``numClass`` is set
-    (``objective`` may be any binary:* or multi:* objective). Labels are 0/1, or 0..numClass-1."""
+    (``objective`` may be any binary:* or multi:* objective). Labels are 0/1, or 0..numClass-1.
+
+    Examples
+    --------
+    >>> import spark_ml
+    >>> df = spark.createDataFrame([([0.0, 1.0], 0.0), ([1.0, 0.0], 1.0)] * 20, ["features", "label"])
+    >>> xgb = spark_ml.XGBoostClassifier(numRound=5, eta=0.5, maxDepth=2, evalMetric="auc")
+    >>> model = xgb.fit({"train": df, "validation": df})
+    >>> model.metrics["validation:auc"]
+    1.0
+    >>> model.transform(df).select("label", "prediction").distinct().orderBy("label").collect()
+    [Row(label=0.0, prediction=0.0), Row(label=1.0, prediction=1.0)]
+    """
 
     _model_class = XGBoostClassifierModel
     _classifier = True
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__()
-        self._setDefault(objective="binary:logistic")
-        self.setParams(**kwargs)
+    _param_defaults = {"objective": "binary:logistic"}
 
     def _objective(self) -> str:
         return "multi:softprob" if self.isSet(self.numClass) else "binary:logistic"
@@ -145,7 +161,16 @@ class XGBoostRegressor(_XGBoostEstimator):
     """XGBoost for every other objective: reg:squarederror by default; reg:*, count:poisson, survival:cox,
     survival:aft, rank:ndcg/map/pairwise. Ranking needs query ids: a text/libsvm channel with ``qid:`` on every
     row, rows of a query together and queries in increasing order; with several workers, keep each query
-    inside one shard (XGBoost ranks within a worker's rows)."""
+    inside one shard (XGBoost ranks within a worker's rows).
+
+    Examples
+    --------
+    >>> import spark_ml
+    >>> df = spark.createDataFrame([([float(x)], 10.0 * (x % 2)) for x in range(20)], ["features", "label"])
+    >>> model = spark_ml.XGBoostRegressor(numRound=50, eta=0.5, regLambda=0.0).fit(df)
+    >>> [round(row.prediction) for row in model.transform(df).limit(4).collect()]
+    [0, 10, 0, 10]
+    """
 
     _model_class = XGBoostRegressorModel
 
