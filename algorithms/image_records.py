@@ -52,13 +52,19 @@ class ImageRecord:
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.label, numbers.Number):
-            object.__setattr__(self, "label", float(self.label))
+        # Labels are float32 on disk: keep them at that precision, so a record reads back equal to itself.
+        scalar = isinstance(self.label, numbers.Number)
+        wide = np.array(self.label, dtype=np.float64).reshape(-1)
+        if wide.size == 0:
+            raise ValueError(f"{self.source or 'image record'}: an empty label array cannot be stored "
+                             "(MXNet would write flag 0 and label 0)")
+        with np.errstate(over="ignore"):
+            labels = wide.astype(np.float32)
+        if (np.isinf(labels) & ~np.isinf(wide)).any():
+            raise ValueError(f"{self.source or 'image record'}: label {wide.tolist()} does not fit a float32")
+        if scalar:
+            object.__setattr__(self, "label", float(labels[0]))
         else:
-            labels = np.array(self.label, dtype=np.float32).reshape(-1)
-            if labels.size == 0:
-                raise ValueError(f"{self.source or 'image record'}: an empty label array cannot be stored "
-                                 "(MXNet would write flag 0 and label 0)")
             labels.flags.writeable = False
             object.__setattr__(self, "label", labels)
         for name in ("id", "id2"):
@@ -96,13 +102,10 @@ class ImageRecord:
 
 def pack(record: ImageRecord) -> bytes:
     """The record's payload, byte for byte what ``mx.recordio.pack(IRHeader(0, label, id, id2), image)`` gives."""
-    try:
-        if record.flag == 0:
-            return IR_HEADER.pack(0, record.label, record.id, record.id2) + record.image
-        labels = record.label
-        return IR_HEADER.pack(labels.size, 0.0, record.id, record.id2) + labels.astype("<f4").tobytes() + record.image
-    except (OverflowError, struct.error) as exc:
-        raise ValueError(f"{record.source or 'image record'}: label does not fit a float32: {exc}") from None
+    if record.flag == 0:
+        return IR_HEADER.pack(0, record.label, record.id, record.id2) + record.image
+    labels = record.label
+    return IR_HEADER.pack(labels.size, 0.0, record.id, record.id2) + labels.astype("<f4").tobytes() + record.image
 
 
 def unpack(payload: bytes, source: str = "<record>", offset: int | None = None) -> ImageRecord:
@@ -311,7 +314,7 @@ class ImageRecordFile:
         raise RecordIOError(self.path, offset, "no record (end of file)")
 
     def __iter__(self) -> Iterator[ImageRecord]:
-        return iter_image_records(self.path, filesystem=self._fs)
+        return iter_image_records(self._inner, filesystem=self._fs)
 
     def _need_index(self) -> None:
         if self.idx_path is None:

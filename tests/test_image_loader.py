@@ -45,6 +45,9 @@ def test_batches_come_in_order_with_labels_ids_and_centre_crops(digits):
     np.testing.assert_array_equal(np.concatenate([b.ids for b in batches]), np.arange(300, dtype=np.uint64))
     np.testing.assert_array_equal(np.concatenate([b.labels for b in batches]), [r.label for r in records])
     assert [len(b) for b in ImageBatchLoader(records, transform, 64, drop_last=True)] == [64] * 4
+    raw = np.concatenate([b.data for b in ImageBatchLoader(records, transform, 64, normalize=False)])
+    assert raw.dtype == np.uint8 and raw.shape == (300, 1, 28, 28)
+    np.testing.assert_array_equal(raw, data)
 
 
 def test_augmentation_is_reproducible_whatever_the_thread_count(digits):

@@ -60,9 +60,14 @@ def test_record_values_are_checked():
         ImageRecord(1.0, b"x", id=-1)
     with pytest.raises(ValueError, match="id2 must be an integer"):
         ImageRecord(1.0, b"x", id2=2**64)
-    with pytest.raises(ValueError, match="float32"):
-        pack(ImageRecord(1e300, b"x"))
+    with pytest.raises(ValueError, match="label \\[1e\\+300\\] does not fit a float32"):
+        ImageRecord(1e300, b"x")
+    with pytest.raises(ValueError, match="does not fit a float32"):
+        ImageRecord([1.0, -1e39], b"x")
     assert ImageRecord(3, b"x").label == 3.0 and ImageRecord(np.float32(2), b"x").flag == 0
+    assert ImageRecord(float("inf"), b"x").label == float("inf")
+    tenth = ImageRecord(0.1, b"x")  # kept at the float32 precision it is stored with
+    assert tenth.label == float(np.float32(0.1)) and unpack(pack(tenth)) == tenth
 
 
 def test_write_then_stream_and_random_access(tmp_path):
@@ -74,7 +79,7 @@ def test_write_then_stream_and_random_access(tmp_path):
     keys, offsets = read_index(str(idx))
     assert keys == [r.id for r in records]
     with ImageRecordFile.open(str(rec)) as f:
-        assert len(f) == 40
+        assert len(f) == 40 and list(f) == records
         for i in rng.permutation(40):
             assert f.read(records[i].id) == records[i]
         with pytest.raises(KeyError, match="no record with key 12345"):
