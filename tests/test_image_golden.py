@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from algorithms import image_lists
-from algorithms.image_decode import decode_image
+from algorithms.image_decode import decode_image, shorter_side_size
 from algorithms.image_records import (
     ImageRecord,
     ImageRecordFile,
@@ -162,3 +162,13 @@ def test_im2rec_reencoded_records_decode_to_what_mxnet_unpack_img_gives():
             want = pixels[f"encoded:{key}:rgb"]
             assert min(want.shape[:2]) == 8  # im2rec --resize 8: the shorter side
             np.testing.assert_array_equal(np.asarray(decode_image(f.read(key).image, 3)), want)
+
+
+def test_shorter_side_resize_sizes_are_im2recs():
+    """im2rec --resize 8 re-encoded each image of the list at the size MXNet's arithmetic gives."""
+    pixels = np.load(GOLDEN / "decoded.npz")
+    root = GOLDEN / "tree" / "root"
+    for entry in image_lists.iter_list(str(GOLDEN / "tree" / "tree.lst")):
+        original = decode_image((root / entry.path).read_bytes(), 3)
+        height, width = pixels[f"encoded:{entry.index}:rgb"].shape[:2]
+        assert shorter_side_size(original.width, original.height, 8) == (width, height)
