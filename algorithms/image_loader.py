@@ -92,6 +92,7 @@ class ImageBatchLoader:
         self.drop_last = drop_last
         self.label_width = label_width
         self.normalize = normalize
+        self._local = threading.local()
 
     def __iter__(self) -> Iterator[ImageBatch]:
         return self.epoch(0)
@@ -158,10 +159,22 @@ class ImageBatchLoader:
         rng = np.random.default_rng([self.seed, epoch, 0, number]) if self.train else None
         images = [r.image for r in records]
         sources = [r.source or f"record id {r.id}" for r in records]
-        pixels = self.transform.batch(images, sources, rng)
-        data = self.transform.to_input(pixels) if self.normalize else pixels.transpose(0, 3, 1, 2)
+        if self.normalize:  # the uint8 pixels stay inside: each decode thread reuses one buffer for them
+            pixels = self.transform.batch(images, sources, rng, self._staging(len(records)))
+            data = self.transform.to_input(pixels)
+        else:
+            data = self.transform.batch(images, sources, rng).transpose(0, 3, 1, 2)
         return ImageBatch(data, _labels(records, width),
                           np.fromiter((r.id for r in records), np.uint64, len(records)))
+
+
+    def _staging(self, n: int) -> np.ndarray:
+        """This thread's reusable uint8 (n, h, w, c) buffer: fresh pages cost a fault and zeroing each."""
+        s = self.transform.shape
+        buf = getattr(self._local, "pixels", None)
+        if buf is None or len(buf) < n or buf.shape[1:] != (s.height, s.width, s.channels):
+            buf = self._local.pixels = np.empty((max(n, self.batch_size), s.height, s.width, s.channels), np.uint8)
+        return buf[:n]
 
 
 def _labels(records: list[ImageRecord], width: int) -> np.ndarray:

@@ -33,6 +33,7 @@ IR_HEADER_SIZE = IR_HEADER.size
 INDEX_SUFFIX = ".idx"
 READ_BUFFER_BYTES = 1 << 20
 _UINT64_MAX = (1 << 64) - 1
+_F32 = struct.Struct("<f")
 
 
 class ImageRecordError(ValueError):
@@ -53,26 +54,32 @@ class ImageRecord:
 
     def __post_init__(self) -> None:
         # Labels are float32 on disk: keep them at that precision, so a record reads back equal to itself.
-        scalar = isinstance(self.label, numbers.Number)
-        wide = np.array(self.label, dtype=np.float64).reshape(-1)
-        if wide.size == 0:
-            raise ValueError(f"{self.source or 'image record'}: an empty label array cannot be stored "
-                             "(MXNet would write flag 0 and label 0)")
-        with np.errstate(over="ignore"):
-            labels = wide.astype(np.float32)
-        if (np.isinf(labels) & ~np.isinf(wide)).any():
-            raise ValueError(f"{self.source or 'image record'}: label {wide.tolist()} does not fit a float32")
-        if scalar:
-            object.__setattr__(self, "label", float(labels[0]))
+        where = self.source or "image record"
+        if isinstance(self.label, numbers.Number):
+            try:
+                object.__setattr__(self, "label", _F32.unpack(_F32.pack(float(self.label)))[0])
+            except OverflowError:
+                raise ValueError(f"{where}: label {self.label!r} does not fit a float32") from None
         else:
+            wide = np.array(self.label, dtype=np.float64).reshape(-1)
+            if wide.size == 0:
+                raise ValueError(f"{where}: an empty label array cannot be stored (MXNet would write flag 0 and "
+                                 "label 0)")
+            with np.errstate(over="ignore"):
+                labels = wide.astype(np.float32)
+            if (np.isinf(labels) & ~np.isinf(wide)).any():
+                raise ValueError(f"{where}: label {wide.tolist()} does not fit a float32")
             labels.flags.writeable = False
             object.__setattr__(self, "label", labels)
         for name in ("id", "id2"):
             value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or not 0 <= int(value) <= _UINT64_MAX:
-                raise ValueError(f"{self.source or 'image record'}: {name} must be an integer in [0, 2**64), "
-                                 f"got {value!r}")
-            object.__setattr__(self, name, int(value))
+            if type(value) is not int:
+                if not isinstance(value, numbers.Integral):
+                    raise ValueError(f"{where}: {name} must be an integer in [0, 2**64), got {value!r}")
+                value = int(value)
+                object.__setattr__(self, name, value)
+            if not 0 <= value <= _UINT64_MAX:
+                raise ValueError(f"{where}: {name} must be an integer in [0, 2**64), got {value!r}")
 
     @property
     def flag(self) -> int:

@@ -60,7 +60,7 @@ def test_record_values_are_checked():
         ImageRecord(1.0, b"x", id=-1)
     with pytest.raises(ValueError, match="id2 must be an integer"):
         ImageRecord(1.0, b"x", id2=2**64)
-    with pytest.raises(ValueError, match="label \\[1e\\+300\\] does not fit a float32"):
+    with pytest.raises(ValueError, match="label 1e\\+300 does not fit a float32"):
         ImageRecord(1e300, b"x")
     with pytest.raises(ValueError, match="does not fit a float32"):
         ImageRecord([1.0, -1e39], b"x")
