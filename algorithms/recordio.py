@@ -6,7 +6,8 @@ a payload by splitting the record into parts (cflag 1 = first, 2 = middle, 3 = l
 dmlc-core's ``RecordIOWriter`` does, so that a magic word only ever appears at a record head and a
 file can be split at any aligned magic. Readers re-insert the magic between parts.
 
-Two readers live here: :func:`iter_payloads` (one record at a time, the reference behaviour) and
+Two readers live here: :func:`iter_payloads` / :func:`iter_records` (one record at a time, the reference
+behaviour; the latter also says where each record starts) and
 :func:`scan_frames` (a whole buffer of records at once with numpy, used by the vectorized codecs).
 """
 
@@ -84,7 +85,16 @@ def write_records(out: BinaryIO, payloads: Iterable[bytes]) -> int:
 
 def iter_payloads(stream: BinaryIO, source: str = "<stream>") -> Iterator[bytes]:
     """Yield each record's payload, reassembling multi-part records. Reads only what it needs."""
-    offset = 0
+    for _, payload in iter_records(stream, source):
+        yield payload
+
+
+def iter_records(stream: BinaryIO, source: str = "<stream>", offset: int = 0) -> Iterator[tuple[int, bytes]]:
+    """``(byte offset of the record's first head, payload)`` for each record, reassembling multi-part records.
+
+    ``offset`` is where ``stream`` is positioned in its source (a reader that seeked into a file), so that
+    offsets and error messages name positions in the file, as an ``.idx`` file does.
+    """
     parts: list[bytes] = []
     part_start = 0
     while True:
@@ -112,7 +122,7 @@ def iter_payloads(stream: BinaryIO, source: str = "<stream>") -> Iterator[bytes]
         if cflag == 0:
             if parts:
                 raise RecordIOError(source, offset, "complete record inside a multi-part record")
-            yield data
+            yield offset, data
         elif cflag == 1:
             if parts:
                 raise RecordIOError(source, offset, "new multi-part record before the previous one ended")
@@ -123,7 +133,7 @@ def iter_payloads(stream: BinaryIO, source: str = "<stream>") -> Iterator[bytes]
                 raise RecordIOError(source, offset, f"continuation part (cflag={cflag}) without a first part")
             parts.append(data)
             if cflag == 3:
-                yield MAGIC_BYTES.join(parts)
+                yield part_start, MAGIC_BYTES.join(parts)
                 parts = []
         else:
             raise RecordIOError(source, offset, f"invalid continuation flag {cflag}")
