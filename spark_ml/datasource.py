@@ -174,12 +174,12 @@ class _Reader(DataSourceReader):
     def partitions(self):
         channel = Channel.open(self.path)
         dim = self.feature_dim or channel.feature_dim
-        return [InputPartition((channel.shard_uri(s), dim)) for s in channel.shards()]
+        return [InputPartition((channel.shard_uri(s), dim, s.records)) for s in channel.shards()]
 
     def read(self, partition: InputPartition):
-        uri, dim = partition.value
+        uri, dim, records = partition.value
         names = [f.name for f in self.schema.fields]
-        for batch in iter_file_batches(uri, self.batch_size, feature_dim=dim):
+        for batch in iter_file_batches(uri, self.batch_size, feature_dim=dim, expected_records=records):
             columns = [matrix_to_arrow(batch.features)]
             if "label" in names:
                 if batch.labels is None:
