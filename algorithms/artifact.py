@@ -62,6 +62,11 @@ class ArtifactManifest:
                 raise ArtifactError(f"{source}: format version {version} is newer than this library reads "
                                     f"({FORMAT_VERSION}); upgrade spark-ml")
             known = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc}
+            files = known.get("files", [])
+            if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+                raise ValueError("files must be a list of file names")
+            if not isinstance(known.get("hyperparameters", {}), dict):
+                raise ValueError("hyperparameters must be an object")
             return cls(**known)
         except (TypeError, ValueError, KeyError) as exc:
             if isinstance(exc, ArtifactError):

@@ -127,6 +127,10 @@ def test_nested_folders_are_copied_and_fetched(tmp_path):
             '{"algorithm": "pca", "hyperparameters": {}, "feature_dim": 3, "format_version": 9}',
             "format version 9 is newer than this library reads",
         ),
+        ('{"algorithm": "pca", "hyperparameters": {}, "feature_dim": 3, "files": "../x"}',
+         "not a model manifest: files must be a list of file names"),
+        ('{"algorithm": "pca", "hyperparameters": [], "feature_dim": 3}',
+         "not a model manifest: hyperparameters must be an object"),
     ],
 )
 def test_bad_manifests(text, problem):

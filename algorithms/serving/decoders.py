@@ -233,7 +233,8 @@ def _dense_matrix(rows: list, feature_dim: int, where: Callable[[int], str]) -> 
         if len(row) != feature_dim:
             raise bad_request(f"{where(i)} has {len(row)} features; the model expects {feature_dim}")
     try:
-        x = np.array(rows, dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range is infinity, as for the other formats
+            x = np.array(rows, dtype=np.float32)
         if x.ndim == 2 and x.shape[1] == feature_dim:
             return x
     except (ValueError, TypeError):
