@@ -66,6 +66,7 @@ def test_a_signal_to_the_driver_stops_its_job(tmp_path, monkeypatch, signum, rea
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert proc.returncode == -signum, output[-3000:]  # the driver still ends as the signal ends a process
     monkeypatch.setenv("SPARK_ML_HOME", str(home))
     job = jobs.get("interrupt-me")
     assert job.status == jobs.STOPPED, (job.status, job.failure_reason, output[-3000:])

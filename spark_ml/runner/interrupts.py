@@ -2,8 +2,9 @@
 
 Each must leave the job record saying the job stopped and why, not ``InProgress`` forever. SIGINT reaches the
 fit as ``KeyboardInterrupt`` (pyspark's handler also cancels the Spark jobs); SIGTERM's default is to end the
-process on the spot, so while a fit runs in the main thread it raises :class:`DriverInterrupted` there instead
-(a ``SystemExit``: the process still exits, with 128 + the signal's number, after the record is written). A
+process on the spot, so while a fit runs in the main thread it raises :class:`DriverInterrupted` there instead,
+and once the job is recorded and its Spark job cancelled the signal is delivered again with its default action:
+the process ends as SIGTERM ends it, even where something (a notebook) would have caught the exception. A
 driver exiting normally while a fit runs in another thread gets the record written by ``atexit``. A driver
 killed outright (SIGKILL, out of memory) writes nothing: :func:`spark_ml.jobs.get` notices the dead process.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ class DriverInterrupted(SystemExit):
 
     def __init__(self, signum: int):
         super().__init__(128 + signum)
+        self.signum = signum
         self.reason = f"the driver received {signal.Signals(signum).name}"
 
 
@@ -57,11 +60,20 @@ def job_interrupts(name: str) -> Iterator[None]:
         previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         yield
+    except DriverInterrupted as exc:
+        _forget(name, previous)
+        if signal.getsignal(exc.signum) == signal.SIG_DFL:  # not a fit nested in another: that one does this
+            os.kill(os.getpid(), exc.signum)  # the default action now: the process ends here, as the signal would
+        raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        with _lock:
-            _active.discard(name)
+        _forget(name, previous)
+
+
+def _forget(name: str, previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+    with _lock:
+        _active.discard(name)
 
 
 def _raise_interrupted(signum: int, frame) -> None:
