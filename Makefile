@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup test demo lint proto bench scala wheel clean
+.PHONY: setup test fuzz demo lint proto bench scala wheel clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml
 
 test: setup scala
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fuzz suite at length: 5,000 random inputs per property instead of make test's 60 fixed ones (FUZZ_EXAMPLES=N
+# to change); prints how many inputs were tried.
+FUZZ_EXAMPLES ?= 5000
+fuzz: setup
+	SPARK_ML_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SPARK_ML_FUZZ_RANDOM=1 $(BIN)/python -m pytest tests/test_fuzz.py -q -p no:cacheprovider
 
 demo: setup
 	$(BIN)/spark-ml demo

@@ -11,12 +11,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import posixpath
 import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -25,6 +24,7 @@ import pyarrow.fs as pafs
 
 from . import __version__
 from . import fs as fsutil
+from .npz import ArrayBudget, NpzError, read_npz
 
 MANIFEST = "manifest.json"
 ARRAYS = "model.npz"
@@ -62,6 +62,11 @@ class ArtifactManifest:
                 raise ArtifactError(f"{source}: format version {version} is newer than this library reads "
                                     f"({FORMAT_VERSION}); upgrade spark-ml")
             known = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc}
+            files = known.get("files", [])
+            if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+                raise ValueError("files must be a list of file names")
+            if not isinstance(known.get("hyperparameters", {}), dict):
+                raise ValueError("hyperparameters must be an object")
             return cls(**known)
         except (TypeError, ValueError, KeyError) as exc:
             if isinstance(exc, ArtifactError):
@@ -89,9 +94,18 @@ def save_arrays(directory: str, arrays: dict[str, np.ndarray], name: str = ARRAY
     return name
 
 
-def load_arrays(directory: str, name: str = ARRAYS) -> dict[str, np.ndarray]:
-    with np.load(os.path.join(directory, name), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+def load_arrays(directory: str, name: str = ARRAYS, *, expected: Mapping[str, Sequence[int | None]] | None = None,
+                budget: ArrayBudget | None = None) -> dict[str, np.ndarray]:
+    """The arrays of ``name`` in a local model folder, checked before any data is inflated (see npz.py).
+
+    ``expected`` is the model's hook for what its manifest says (``{"centroids": (k, feature_dim)}``;
+    None matches any length); ``budget`` bounds the bytes the archive may declare.
+    """
+    try:
+        path = fsutil.child_inside(pafs.LocalFileSystem(), directory, name, "artifact folder")
+        return read_npz(path, budget=budget, expected=expected, source=f"{directory}/{name}")
+    except ValueError as exc:  # UnsafePathError, NpzError
+        raise ArtifactError(str(exc) if isinstance(exc, NpzError) else f"{directory}: {exc}") from None
 
 
 def _local_files(local_dir: str) -> list[str]:
@@ -113,7 +127,7 @@ def write_artifact(local_dir: str, manifest: ArtifactManifest, destination: str)
     """
     manifest.files = _local_files(local_dir)
     fs, root = fsutil.resolve(destination)
-    existing = _child(fs, root, MANIFEST)
+    existing = fsutil.child(fs, root, MANIFEST)
     if fsutil.exists(fs, existing):
         previous = ArtifactManifest.from_json(fsutil.read_bytes(fs, existing).decode(), existing)
         if manifest.training_job is None or previous.training_job != manifest.training_job:
@@ -121,7 +135,7 @@ def write_artifact(local_dir: str, manifest: ArtifactManifest, destination: str)
         fs.delete_file(existing)
     fs.create_dir(root, recursive=True)
     for name in manifest.files:
-        target = _child(fs, root, name)
+        target = fsutil.child(fs, root, name)
         if "/" in name:
             fs.create_dir(target.rsplit("/", 1)[0] if not fsutil.is_local(fs) else os.path.dirname(target),
                           recursive=True)
@@ -133,7 +147,7 @@ def write_artifact(local_dir: str, manifest: ArtifactManifest, destination: str)
 
 def read_manifest(location: str) -> ArtifactManifest:
     fs, root = fsutil.resolve(location)
-    path = _child(fs, root, MANIFEST)
+    path = fsutil.child(fs, root, MANIFEST)
     if not fsutil.exists(fs, path):
         raise ArtifactError(f"{location} is not a model artifact (no {MANIFEST}; the job that wrote it may "
                             "have failed)")
@@ -141,22 +155,49 @@ def read_manifest(location: str) -> ArtifactManifest:
 
 
 def fetch(location: str, into: str | None = None) -> tuple[str, ArtifactManifest]:
-    """A local folder holding the artifact (the folder itself when it is local), and its manifest."""
+    """A local folder holding the artifact (the folder itself when it is local), and its manifest.
+
+    The manifest's file names are untrusted (whoever wrote the store wrote them): each must be a plain
+    relative path inside the folder, checked before the first byte is copied, so a download never writes
+    outside ``into`` nor reads outside the artifact. A local artifact holding a symlink that resolves outside
+    its folder is refused, whether the manifest lists it or not (a model class may open its files by name).
+    """
     manifest = read_manifest(location)
     fs, root = fsutil.resolve(location)
+    source = f"{location}/{MANIFEST}"
+    names = [_checked_name(name, source) for name in manifest.files]
     if fsutil.is_local(fs):
+        _check_local_links(root, location)
         return root, manifest
     into = into or tempfile.mkdtemp(prefix="spark-ml-model-")
-    for name in [*manifest.files, MANIFEST]:  # the manifest too: the copy is a complete artifact folder
-        local = os.path.join(into, *name.split("/"))
+    for name in [*names, MANIFEST]:  # the manifest too: the copy is a complete artifact folder
+        local = fsutil.child(pafs.LocalFileSystem(), into, name)
         os.makedirs(os.path.dirname(local), exist_ok=True)
-        with fs.open_input_stream(_child(fs, root, name)) as f_in, open(local, "wb") as f_out:
+        try:
+            fsutil.check_resolves_inside(into, local, name, "download folder")
+        except fsutil.UnsafePathError as exc:
+            raise ArtifactError(f"{location}: {exc}") from None
+        with fs.open_input_stream(fsutil.child(fs, root, name)) as f_in, open(local, "wb") as f_out:
             shutil.copyfileobj(f_in, f_out, 8 << 20)
     return into, manifest
 
 
-def _child(fs: pafs.FileSystem, root: str, name: str) -> str:
-    return os.path.join(root, *name.split("/")) if fsutil.is_local(fs) else posixpath.join(root, name)
+def _checked_name(name: object, source: str) -> str:
+    try:
+        return fsutil.check_relative(name)
+    except fsutil.UnsafePathError as exc:
+        raise ArtifactError(f"{source}: {exc}") from None
+
+
+def _check_local_links(root: str, location: str) -> None:
+    for parent, dirs, files in os.walk(root):
+        for entry in dirs + files:
+            path = os.path.join(parent, entry)
+            if os.path.islink(path):
+                try:
+                    fsutil.check_resolves_inside(root, path, os.path.relpath(path, root), "artifact folder")
+                except fsutil.UnsafePathError as exc:
+                    raise ArtifactError(f"{location}: {exc}") from None
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

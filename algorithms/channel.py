@@ -42,9 +42,16 @@ def content_type_params(content_type: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Shard:
-    path: str  # relative to the channel folder
+    path: str  # relative to the channel folder: a plain relative path inside it (see fs.check_relative)
     records: int | None = None
     bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        fsutil.check_relative(self.path)  # manifests are untrusted: no /etc/passwd, no ../
+        for name in ("records", "bytes"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"shard {self.path}: {name} must be a count, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -128,11 +135,15 @@ class Channel:
         join = os.path.join if fsutil.is_local(fs) else posixpath.join
         manifest_path = join(root, MANIFEST)
         if fsutil.exists(fs, manifest_path):
-            manifest = Manifest.from_json(fsutil.read_bytes(fs, manifest_path).decode(), f"{path}/{MANIFEST}")
+            source = f"{path}/{MANIFEST}"
+            manifest = Manifest.from_json(fsutil.read_bytes(fs, manifest_path).decode(), source)
             if content_type and base_content_type(content_type) != base_content_type(manifest.content_type):
                 raise ValueError(f"channel {path} holds {manifest.content_type}, not {content_type}")
+            if fsutil.is_local(fs):
+                for shard in manifest.shards:
+                    _check_inside(root, shard.path, f"{source}: shard ")
             return cls(path, content_type or manifest.content_type, distribution, manifest)
-        files = list_data_files(fs, root)
+        files = list_data_files(fs, root, source=path)
         if not files:
             raise FileNotFoundError(f"channel {path} has no {MANIFEST} and no data files")
         types = {_type_of(f.path) for f in files} - {None}
@@ -145,7 +156,7 @@ class Channel:
         if self.files is not None:
             return list(self.files)
         fs, root = fsutil.resolve(self.path, filesystem)
-        return list_data_files(fs, root)
+        return list_data_files(fs, root, source=self.path)
 
     def shard_uri(self, shard: Shard) -> str:
         return fsutil.join(self.path, shard.path)
@@ -172,8 +183,12 @@ def _type_of(path: str) -> str | None:
     return _EXTENSIONS.get(os.path.splitext(path)[1].lower())
 
 
-def list_data_files(fs: pafs.FileSystem, root: str) -> list[Shard]:
-    """Data files of a folder, sorted; names starting with ``_`` or ``.`` are bookkeeping, not data."""
+def list_data_files(fs: pafs.FileSystem, root: str, source: str | None = None) -> list[Shard]:
+    """Data files of a folder, sorted; names starting with ``_`` or ``.`` are bookkeeping, not data.
+
+    On a local store a file that is a symlink resolving outside the folder is refused (``source`` names the
+    folder in the error), as a manifest naming one would be.
+    """
     selector = pafs.FileSelector(root, recursive=False)
     shards = []
     for info in fs.get_file_info(selector):
@@ -182,5 +197,14 @@ def list_data_files(fs: pafs.FileSystem, root: str) -> list[Shard]:
             continue
         if name.endswith((".crc", ".tmp")):
             continue
+        if fsutil.is_local(fs):
+            _check_inside(root, name, f"{source or root}: ")
         shards.append(Shard(name, None, info.size))
     return sorted(shards, key=lambda s: s.path)
+
+
+def _check_inside(root: str, name: str, prefix: str) -> None:
+    try:
+        fsutil.check_resolves_inside(root, os.path.join(root, *name.split("/")), name, "channel folder")
+    except fsutil.UnsafePathError as exc:
+        raise ValueError(f"{prefix}{exc}") from None

@@ -4,10 +4,57 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import uuid
 from contextlib import contextmanager, suppress
 
 import pyarrow.fs as pafs
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+class UnsafePathError(ValueError):
+    """A name from a manifest that does not stay inside its folder."""
+
+
+def check_relative(name: object) -> str:
+    """``name`` if it is a plain relative POSIX path (``part-0.pbr``, ``sub/vocab.txt``), else UnsafePathError.
+
+    Manifests come from wherever a model or channel was downloaded, so their file names are untrusted: no
+    absolute paths, drive letters or URIs, no ``..``/``.``/empty components, no backslashes (a separator on
+    Windows, and on a POSIX store a way to smuggle one into a name), no NUL. Checked by text, so it holds
+    for every store; :func:`child_inside` adds the check after resolving symlinks where a store has them.
+    """
+    if not isinstance(name, str) or not name:
+        raise UnsafePathError(f"file name {name!r} is not a plain relative path")
+    parts = name.split("/")
+    if ("\\" in name or "\0" in name or "://" in name or name.startswith("/") or _DRIVE.match(name)
+            or any(part in ("", ".", "..") for part in parts)):
+        raise UnsafePathError(f"file name {name!r} is not a plain relative path inside the folder")
+    return name
+
+
+def child(fs: pafs.FileSystem, root: str, name: str) -> str:
+    """The path of a checked relative ``name`` under ``root`` in ``fs``."""
+    return os.path.join(root, *name.split("/")) if is_local(fs) else posixpath.join(root, name)
+
+
+def child_inside(fs: pafs.FileSystem, root: str, name: object, what: str = "folder") -> str:
+    """``child(fs, root, name)`` for a name that stays inside ``root``: checked by text on every store, and on
+    local stores also after resolving symlinks (a link to ``/etc/passwd`` or ``../other`` is refused)."""
+    path = child(fs, root, check_relative(name))
+    if is_local(fs):
+        check_resolves_inside(root, path, name, what)
+    return path
+
+
+def check_resolves_inside(root: str, path: str, name: object = None, what: str = "folder") -> None:
+    """UnsafePathError when the local ``path`` resolves (symlinks followed) outside the local folder ``root``."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if real != real_root and os.path.commonpath([real_root, real]) != real_root:
+        shown = name if name is not None else os.path.relpath(path, root)
+        raise UnsafePathError(f"{shown} resolves outside the {what} (to {real})")
 
 
 def resolve(uri: str, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:

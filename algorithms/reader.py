@@ -7,7 +7,7 @@ batch that straddles a chunk or file boundary is copied together.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -21,13 +21,15 @@ DEFAULT_CHUNK_BYTES = 4 << 20  # larger chunks decode no faster (caches) and tak
 
 
 def iter_file_blocks(path: str, filesystem: pafs.FileSystem | None = None, feature_dim: int | None = None,
-                     chunk_bytes: int = DEFAULT_CHUNK_BYTES, source: str | None = None) -> Iterator[Batch]:
+                     chunk_bytes: int = DEFAULT_CHUNK_BYTES, source: str | None = None,
+                     expected_records: int | None = None) -> Iterator[Batch]:
     """The complete records of each chunk of one file, decoded at once: one Batch per read.
 
     The file is read into one reused buffer; the start of a record cut off by a read moves to the front of
     the buffer for the next one. Memory stays at about one chunk plus one decoded chunk (a record larger
     than a chunk is read whole, in doubling steps). Errors name the file and the byte offset of the bad
-    record, or its index in the file.
+    record, or its index in the file. ``expected_records`` (the channel manifest's count) is checked as the
+    file is read: more records fail as soon as they appear, fewer when the file ends.
     """
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be at least 1, got {chunk_bytes}")
@@ -50,13 +52,19 @@ def iter_file_blocks(path: str, filesystem: pafs.FileSystem | None = None, featu
             got = stream.readinto(memoryview(buf)[held : held + want])
             size = held + got
             if size == 0:
+                if expected_records is not None and index != expected_records:
+                    raise _count_mismatch(name, index, expected_records)
                 return
             frames = scan_frames(buf[:size], name, held_at, final=got == 0)
             if len(frames):
+                if expected_records is not None and index + len(frames) > expected_records:
+                    raise _count_mismatch(name, f"more than {expected_records}", expected_records)
                 # decode_frames copies what it returns, so `buf` can be reused for the next read.
                 yield decode_frames(frames, name, feature_dim, index)
                 index += len(frames)
             if got == 0:
+                if expected_records is not None and index != expected_records:
+                    raise _count_mismatch(name, index, expected_records)
                 return
             held = size - frames.consumed
             buf[:held] = buf[frames.consumed : size]
@@ -65,14 +73,14 @@ def iter_file_blocks(path: str, filesystem: pafs.FileSystem | None = None, featu
 
 def iter_file_batches(path: str, batch_size: int, filesystem: pafs.FileSystem | None = None,
                       feature_dim: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                      source: str | None = None) -> Iterator[Batch]:
+                      source: str | None = None, expected_records: int | None = None) -> Iterator[Batch]:
     """Batches of at most ``batch_size`` records from one file, reading ``chunk_bytes`` at a time.
 
     Memory stays at about one chunk plus one decoded chunk. Errors name the file and the byte offset of the
     bad record, or its index in the file.
     """
     _check_batch_size(batch_size)
-    for block in iter_file_blocks(path, filesystem, feature_dim, chunk_bytes, source):
+    for block in iter_file_blocks(path, filesystem, feature_dim, chunk_bytes, source, expected_records):
         for lo in range(0, len(block), batch_size):
             yield block.slice(lo, min(lo + batch_size, len(block)))
 
@@ -105,14 +113,26 @@ def rebatch(batches: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
 
 
 def iter_batches(paths: Iterable[str], batch_size: int, filesystem: pafs.FileSystem | None = None,
-                 feature_dim: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Batch]:
-    """Batches of exactly ``batch_size`` records (the last may be shorter) over a sequence of files."""
+                 feature_dim: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                 expected_records: Sequence[int | None] | None = None) -> Iterator[Batch]:
+    """Batches of exactly ``batch_size`` records (the last may be shorter) over a sequence of files.
+
+    ``expected_records`` holds each file's record count from the channel's manifest (None: unknown)."""
     _check_batch_size(batch_size)
-    blocks = (block for path in paths
-              for block in iter_file_blocks(path, filesystem, feature_dim, chunk_bytes))
+    paths = list(paths)
+    counts = list(expected_records) if expected_records is not None else [None] * len(paths)
+    if len(counts) != len(paths):
+        raise ValueError(f"{len(paths)} files but {len(counts)} record counts")
+    blocks = (block for path, count in zip(paths, counts, strict=True)
+              for block in iter_file_blocks(path, filesystem, feature_dim, chunk_bytes, expected_records=count))
     return rebatch(blocks, batch_size)
 
 
 def _check_batch_size(batch_size: int) -> None:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+
+
+def _count_mismatch(name: str, found, expected: int) -> ValueError:
+    return ValueError(f"{name}: holds {found} records; the channel's manifest says {expected} (the shard was "
+                      "changed after the manifest was written, or the manifest is wrong)")

@@ -25,6 +25,9 @@ MAGIC_BYTES = struct.pack("<I", MAGIC)
 LENGTH_MASK = (1 << 29) - 1
 MAX_RECORD_LENGTH = LENGTH_MASK
 _HEAD = struct.Struct("<II")
+# What was found instead is not shown: errors travel to logs and job records, and a file that is not recordIO
+# (a path mistaken for a shard) should not have its first bytes copied there.
+_BAD_MAGIC = f"bad magic (not a record head: expected 0x{MAGIC:08X})"
 
 
 class RecordIOError(ValueError):
@@ -109,7 +112,7 @@ def iter_records(stream: BinaryIO, source: str = "<stream>", offset: int = 0) ->
             raise RecordIOError(source, offset, f"truncated record header ({len(head)} of 8 bytes)")
         magic, lrec = _HEAD.unpack(head)
         if magic != MAGIC:
-            raise RecordIOError(source, offset, f"bad magic 0x{magic:08X} (expected 0x{MAGIC:08X})")
+            raise RecordIOError(source, offset, _BAD_MAGIC)
         cflag, length = lrec >> 29, lrec & LENGTH_MASK
         padded = length + padding(length)
         body = stream.read(padded)
@@ -250,7 +253,7 @@ def _scan_sequential(data: np.ndarray, source: str, base_offset: int, final: boo
         magic, lrec = _HEAD.unpack_from(raw, offset)
         if magic != MAGIC:
             raise RecordIOError(source, base_offset + offset,
-                                f"bad magic 0x{magic:08X} (expected 0x{MAGIC:08X})")
+                                _BAD_MAGIC)
         cflag, length = lrec >> 29, lrec & LENGTH_MASK
         end = offset + 8 + length + padding(length)
         if end > size:

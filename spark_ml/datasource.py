@@ -3,7 +3,10 @@
 Write: ``df.write.format("recordio-protobuf").mode("overwrite").option("featuresCol", "features").save(path)``
 turns each Arrow batch into framed records with the vectorized codec. Tasks write their shards under
 ``<path>/_temporary/<job>/``; the driver's commit moves them into place and writes ``manifest.json``
-last, so a failed or cancelled write leaves nothing that looks like a channel.
+last, so a failed or cancelled write leaves nothing that looks like a channel. A failed or cancelled write
+leaves no temporary files either: a task removes every shard it wrote when it fails, and the driver's abort
+drops a tombstone (``_temporary/<job>.aborted``) that tasks still running look for before and after each
+shard, since Spark lets a cancelled task's Python process run on for a while after the abort.
 
 Read: ``spark.read.format("recordio-protobuf").load(path)`` gives ``features`` (VectorUDT, sparse stays
 sparse) and ``label`` when the records have one, one partition per shard. Folders without a manifest
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -56,6 +60,9 @@ WRITE_OPTIONS = {"path", "featurescol", "labelcol", "recordspershard", "shardsiz
 READ_OPTIONS = {"path", "paths", "batchsize", "featuredim"}
 DEFAULT_SHARD_BYTES = 128 << 20
 READ_BATCH = 8192
+# How long an abort keeps its tombstone and sweeps the staging folder when tasks may still be writing: Spark
+# kills a cancelled task's Python worker after spark.python.task.killTimeout (2 s by default).
+ABORT_GRACE_SECONDS = 3.0
 
 
 class ChannelWriteError(ValueError):
@@ -174,12 +181,12 @@ class _Reader(DataSourceReader):
     def partitions(self):
         channel = Channel.open(self.path)
         dim = self.feature_dim or channel.feature_dim
-        return [InputPartition((channel.shard_uri(s), dim)) for s in channel.shards()]
+        return [InputPartition((channel.shard_uri(s), dim, s.records)) for s in channel.shards()]
 
     def read(self, partition: InputPartition):
-        uri, dim = partition.value
+        uri, dim, records = partition.value
         names = [f.name for f in self.schema.fields]
-        for batch in iter_file_batches(uri, self.batch_size, feature_dim=dim):
+        for batch in iter_file_batches(uri, self.batch_size, feature_dim=dim, expected_records=records):
             columns = [matrix_to_arrow(batch.features)]
             if "label" in names:
                 if batch.labels is None:
@@ -264,24 +271,32 @@ class _Writer(DataSourceArrowWriter):
         cfg = self.config
         fs, root = fsutil.resolve(cfg.path)
         staging = _child(fs, root, "_temporary", self.job)
+        tombstone = _child(fs, root, "_temporary", f"{self.job}{ABORTED}")
         message = _ShardWritten(partition)
         shard = _ShardFile(fs, staging, partition, self.job)
+        closed: list[_ShardFile] = []
         row = 0
         try:
             for batch in _fit_to_shards(iterator, cfg.records_per_shard):
                 data = self._encode(batch, row, partition, message)
                 row += batch.num_rows
+                if shard.stream is None:
+                    _stop_if_aborted(fs, tombstone, cfg.path)
                 shard.append(data, batch.num_rows)
                 if (cfg.records_per_shard and shard.records >= cfg.records_per_shard) or (
                         not cfg.records_per_shard and shard.bytes >= cfg.shard_bytes):
                     message.shards.append(shard.close())
+                    closed.append(shard)
                     shard = _ShardFile(fs, staging, partition, self.job, len(message.shards))
             if shard.records:
                 message.shards.append(shard.close())
+                closed.append(shard)
             else:
                 shard.discard()
+            _stop_if_aborted(fs, tombstone, cfg.path)  # finished after the driver gave up: nobody will move these
         except BaseException:
-            shard.discard()
+            for written in [*closed, shard]:  # a failed task leaves none of its shards behind
+                written.discard()
             raise
         return message
 
@@ -369,9 +384,38 @@ class _Writer(DataSourceArrowWriter):
             _remove_if_empty(fs, _child(fs, root, "_temporary"))
 
     def abort(self, messages) -> None:
+        """Remove what the tasks wrote; while tasks may still be running, hold a tombstone that tells them to stop
+        (before their next shard) and to remove their own files, and sweep what appears meanwhile."""
         fs, root = fsutil.resolve(self.config.path)
-        fsutil.delete_dir_quietly(fs, _child(fs, root, "_temporary", self.job))
-        _remove_if_empty(fs, _child(fs, root, "_temporary"))
+        temporary = _child(fs, root, "_temporary")
+        staging = _child(fs, temporary, self.job)
+        tombstone = _child(fs, temporary, f"{self.job}{ABORTED}")
+        fs.create_dir(temporary, recursive=True)
+        with fs.open_output_stream(tombstone):
+            pass
+        messages = list(messages or [])
+        accounted = {name for m in messages if m is not None for name, _, _ in m.shards}
+        found = fs.get_file_info(pafs.FileSelector(staging, allow_not_found=True))
+        stray = [info for info in found if info.base_name not in accounted]
+        fsutil.delete_dir_quietly(fs, staging)
+        # A task that ended (failed or succeeded) has cleaned up or is accounted for; more than one task without a
+        # message, or files no finished task claims, mean some may still be writing
+        if stray or sum(m is None for m in messages) > 1:
+            deadline = time.monotonic() + ABORT_GRACE_SECONDS
+            while time.monotonic() < deadline:
+                time.sleep(0.25)
+                fsutil.delete_dir_quietly(fs, staging)
+        with contextlib.suppress(FileNotFoundError, OSError):
+            fs.delete_file(tombstone)
+        _remove_if_empty(fs, temporary)
+
+
+ABORTED = ".aborted"
+
+
+def _stop_if_aborted(fs: pafs.FileSystem, tombstone: str, path: str) -> None:
+    if fsutil.exists(fs, tombstone):
+        raise ChannelWriteError(f"the write to {path} was aborted (a task failed or the job was cancelled)")
 
 
 def _fit_to_shards(batches, records_per_shard: int | None):
@@ -415,7 +459,8 @@ class _ShardFile:
 
     def discard(self) -> None:
         if self.stream is not None:
-            self.stream.close()
+            with contextlib.suppress(OSError):  # its folder may be gone already (the driver's abort)
+                self.stream.close()
             self.stream = None
         with contextlib.suppress(FileNotFoundError, OSError):
             self.fs.delete_file(self.path)

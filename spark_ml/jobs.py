@@ -105,11 +105,26 @@ def create(name: str, algorithm: str, hyperparameters: dict[str, str], channels:
 
 
 def get(name: str) -> TrainingJob:
+    return _unless_orphaned(_read(name))
+
+
+def _read(name: str) -> TrainingJob:
     with _db() as conn:
         row = conn.execute("SELECT * FROM training_jobs WHERE name = ?", (name,)).fetchone()
     if row is None:
         raise KeyError(f"no training job named {name!r}")
     return TrainingJob._from_row(row)
+
+
+def _unless_orphaned(job: TrainingJob) -> TrainingJob:
+    """A running job whose driver process on this host is gone (killed outright: nothing could record it)
+    ends as Failed (Stopped if a stop was asked) the first time anyone looks."""
+    if (job.status not in (IN_PROGRESS, STOPPING) or not job.driver_pid or job.driver_host != socket.gethostname()
+            or pid_alive(job.driver_pid)):
+        return job
+    reason = (f"its driver process (pid {job.driver_pid} on this host) exited before the job ended (killed, or "
+              "out of memory)")
+    return finish(job.name, FAILED, failure_reason=reason)
 
 
 def list_jobs(limit: int = 50, status: str | None = None) -> list[TrainingJob]:
@@ -121,7 +136,7 @@ def list_jobs(limit: int = 50, status: str | None = None) -> list[TrainingJob]:
     query += " ORDER BY created_at DESC LIMIT ?"
     with _db() as conn:
         rows = conn.execute(query, (*args, limit)).fetchall()
-    return [TrainingJob._from_row(r) for r in rows]
+    return [_unless_orphaned(TrainingJob._from_row(r)) for r in rows]
 
 
 def set_phase(name: str, phase: str, seconds: float) -> None:
@@ -185,7 +200,7 @@ def finish(name: str, status: str, *, final_metrics: dict[str, float] | None = N
 
 def request_stop(name: str) -> TrainingJob:
     """Ask the job's driver to stop it; a job whose driver process is gone is marked Stopped at once."""
-    job = get(name)
+    job = _read(name)
     if job.status in TERMINAL:
         return job
     if job.driver_host == socket.gethostname() and job.driver_pid and not pid_alive(job.driver_pid):

@@ -32,3 +32,21 @@ def spark_ml_home(tmp_path, monkeypatch):
     home = tmp_path / "spark_ml_home"
     monkeypatch.setenv("SPARK_ML_HOME", str(home))
     return home
+
+
+_FUZZ_COUNTS = pytest.StashKey[dict]()
+
+
+@pytest.fixture(scope="session")
+def fuzz_counts(request) -> dict:
+    """Inputs tried per fuzz target (tests/test_fuzz.py), summed over the run and printed at its end."""
+    from collections import Counter
+
+    return request.config.stash.setdefault(_FUZZ_COUNTS, Counter())
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    counts = config.stash.get(_FUZZ_COUNTS, None)
+    if counts:
+        per_target = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+        terminalreporter.write_line(f"fuzz: {sum(counts.values())} inputs tried ({per_target})")

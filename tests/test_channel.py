@@ -184,3 +184,72 @@ def test_file_uri_channels(tmp_path):
 def test_content_type_helpers():
     assert base_content_type("Text/CSV; label_size=1") == "text/csv"
     assert content_type_params("text/csv; Label_Size = 1;x") == {"label_size": "1"}
+
+
+# ------------------------------------------------------------------------------------------ hostile channels
+
+
+def _channel_with_shard(tmp_path, name: str):
+    folder = tmp_path / "ch"
+    folder.mkdir()
+    data = tensor_codec.encode_dense(np.ones((2, 3), np.float32))
+    (folder / "part-00000.pbr").write_bytes(data)
+    shards = [{"path": "part-00000.pbr", "records": 2, "bytes": len(data)}, {"path": name, "records": 1}]
+    doc = json.loads(manifest(shards=(Shard("part-00000.pbr", 2),), feature_dim=3, has_label=False).to_json())
+    doc["shards"] = shards
+    (folder / MANIFEST).write_text(json.dumps(doc))
+    return folder
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../outside.pbr", "sub/../../outside.pbr", "", "a\\..\\x.pbr",
+                                  "file:///etc/passwd"])
+def test_manifests_may_not_name_shards_outside_the_channel(tmp_path, name):
+    (tmp_path / "outside.pbr").write_bytes(tensor_codec.encode_dense(np.zeros((1, 3), np.float32)))
+    folder = _channel_with_shard(tmp_path, name)
+    with pytest.raises(ValueError, match=r"ch/manifest\.json: not a valid channel manifest: file name .* is not a "
+                                         r"plain relative path"):
+        Channel.open(str(folder))
+
+
+def test_a_shard_symlinked_out_of_the_channel_is_refused(tmp_path):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    folder = _channel_with_shard(tmp_path, "part-00001.pbr")
+    (folder / "part-00001.pbr").symlink_to(outside)
+    with pytest.raises(ValueError, match=r"ch/manifest\.json: shard part-00001\.pbr resolves outside the channel "
+                                         r"folder"):
+        Channel.open(str(folder))
+    (folder / MANIFEST).unlink()  # an SDK-style folder, listed instead of read from a manifest
+    with pytest.raises(ValueError, match=r"ch: part-00001\.pbr resolves outside the channel folder"):
+        Channel.open(str(folder))
+
+
+def test_read_errors_do_not_print_what_the_file_holds(tmp_path):
+    from algorithms.recordio import RecordIOError
+
+    path = tmp_path / "part-00000.pbr"
+    path.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(RecordIOError) as err:
+        list(iter_batches([str(path)], 10))
+    assert "bad magic" in str(err.value) and "at byte offset 0" in str(err.value)
+    assert "0x746F6F72" not in str(err.value).upper() and "root:x" not in str(err.value)
+
+
+def test_a_manifests_record_count_is_checked_against_the_shard(tmp_path):
+    from algorithms.training.env import ChannelInput
+
+    folder = tmp_path / "ch"
+    folder.mkdir()
+    for i, n in enumerate((3, 2)):
+        (folder / f"part-{i:05d}.pbr").write_bytes(tensor_codec.encode_dense(np.ones((n, 3), np.float32)))
+    lying = manifest(shards=(Shard("part-00000.pbr", 3), Shard("part-00001.pbr", 5)), feature_dim=3, has_label=False)
+    (folder / MANIFEST).write_text(lying.to_json())
+    channel_input = ChannelInput.from_channel("train", Channel.open(str(folder)))
+    with pytest.raises(ValueError, match=r"part-00001\.pbr: holds 2 records; the channel's manifest says 5"):
+        list(channel_input.batches(2))
+    with pytest.raises(ValueError, match=r"part-00001\.pbr: holds 2 records; the channel's manifest says 5"):
+        list(channel_input.blocks(100))
+    honest = manifest(shards=(Shard("part-00000.pbr", 3), Shard("part-00001.pbr", 2)), feature_dim=3, has_label=False)
+    (folder / MANIFEST).write_text(honest.to_json())
+    rows = sum(len(b) for b in ChannelInput.from_channel("train", Channel.open(str(folder))).batches(2))
+    assert rows == 5

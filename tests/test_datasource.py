@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -200,3 +201,77 @@ def test_failed_overwrite_leaves_previous_channel_intact(spark, tmp_path):
     assert channel.num_records == 4
     batch = next(iter_batches([channel.shard_uri(s) for s in channel.shards()], 10))
     np.testing.assert_array_equal(batch.features, np.float32([[1, 2]] * 4))
+
+
+def _endless_rows(stop_file: str, pid_dir: str):
+    """mapInArrow over spark.range(n): each partition writes good rows (1000 per batch) until the stop file appears
+    (or 60 s pass, or it is killed); each generator's pid file is removed when it ends, unless it is killed."""
+
+    def generate(batches):
+        import os
+        import time
+
+        import pyarrow as pa
+
+        running = os.path.join(pid_dir, str(os.getpid()))
+        open(running, "w").close()
+        try:
+            for _ in batches:
+                deadline = time.monotonic() + 60
+                while not os.path.exists(stop_file) and time.monotonic() < deadline:
+                    values = pa.array([[3.0, 2.0]] * 1000, pa.list_(pa.float64()))
+                    yield pa.RecordBatch.from_arrays([values, pa.array([1.0] * 1000)], ["features", "label"])
+                    time.sleep(0.02)
+        finally:
+            os.remove(running)
+
+    return generate
+
+
+def test_a_cancelled_overwrite_leaves_no_temporary_files(spark, tmp_path):
+    """Tasks still writing when their job is cancelled (Ctrl-C in the driver, a job tag cancelled) keep running
+    for a while after the driver's abort removed the staging folder: their shards must not stay behind."""
+    import threading
+
+    path = str(tmp_path / "ch")
+    good = spark.createDataFrame([([1.0, 2.0], 1.0)] * 4, "features array<double>, label double").coalesce(1)
+    spark_ml.to_channel(good, path)
+    stop, pids = tmp_path / "stop", tmp_path / "pids"
+    pids.mkdir()
+    df = spark.range(0, 2, 1, 2).mapInArrow(_endless_rows(str(stop), str(pids)), "features array<double>, "
+                                                                                  "label double")
+    errors = []
+
+    def write():
+        spark.sparkContext.addJobTag("cancel-this-write")
+        try:
+            spark_ml.to_channel(df, path, recordsPerShard=1000)
+        except Exception as exc:  # noqa: BLE001 - checked below
+            errors.append(exc)
+        finally:
+            spark.sparkContext.removeJobTag("cancel-this-write")
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    staging = os.path.join(path, "_temporary")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and sum(len(f) for _, _, f in os.walk(staging)) < 4:
+        time.sleep(0.05)
+    spark.sparkContext.cancelJobsWithTag("cancel-this-write")
+    writer.join(120)
+    assert errors and "cancel" in str(errors[0]).lower()
+    stop.touch()  # what Spark did not kill ends now
+
+    def ended(name: str) -> bool:
+        try:
+            os.kill(int(name), 0)
+            return not os.path.exists(pids / name)
+        except ProcessLookupError:
+            return True
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all(ended(p) for p in os.listdir(pids)):
+        time.sleep(0.2)
+    assert not os.path.exists(staging), sorted(os.path.relpath(os.path.join(d, f), staging)
+                                               for d, _, fs in os.walk(staging) for f in fs)
+    assert Channel.open(path).num_records == 4

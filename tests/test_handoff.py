@@ -39,7 +39,7 @@ class Loop:
         self.server = instance_side.HandoffServer(self.app, self.name)
         self.call(lambda: self.server.start(self.loop))
 
-    def call(self, fn):
+    def call(self, fn, timeout: float = 10):
         done = threading.Event()
         box = {}
 
@@ -51,7 +51,7 @@ class Loop:
             done.set()
 
         self.loop.call_soon_threadsafe(run)
-        assert done.wait(10)
+        assert done.wait(timeout), f"the event loop did not run a call within {timeout:g} s"
         if "error" in box:
             raise box["error"]
         return box.get("value")
@@ -317,3 +317,40 @@ def test_a_server_bug_answers_500_and_the_connection_serves_on(served, monkeypat
     assert status == 500 and b"KeyError" in got
     monkeypatch.undo()
     assert hand_over(served, channel, arena, b"1,2,3,4\n", "text/csv", None)[0] == 200
+
+
+def test_the_loop_serves_on_while_a_handed_over_request_computes():
+    """The instance's loop (HTTP /ping, further handoff messages) keeps running while predict works."""
+    entered, gate = threading.Event(), threading.Event()
+
+    class Gated(ToyLinearModel):
+        def predict(self, batch):
+            entered.set()
+            assert gate.wait(20), "the gate was never opened"
+            return super().predict(batch)
+
+    served = Loop(Gated(WEIGHTS, 0.25))
+    opener = threading.Timer(15, gate.set)  # a loop blocked by predict gets unstuck, and the test fails below
+    opener.start()
+    try:
+        arena = SlotArena(4096)
+        channel = HandoffChannel(served.name, arena)
+        answered = threading.Event()
+        box = {}
+
+        def send():
+            slot = arena.acquire()
+            slot.fill([b"1,2,3,4\n"])
+            channel.send(served.loop, slot, 8, b"text/csv", None, lambda r, e: (box.update(r=r, e=e), answered.set()))
+
+        served.call(send)
+        assert entered.wait(10), "the request never reached the model"
+        assert served.call(lambda: not answered.is_set(), timeout=5)  # the loop ran while predict waited
+        gate.set()
+        assert answered.wait(10) and box["e"] is None and box["r"].status == 200
+        want = over_http(served.app, b"1,2,3,4\n", "text/csv", None)
+        assert b"".join(box["r"].chunks) == want
+    finally:
+        opener.cancel()
+        gate.set()
+        served.close()

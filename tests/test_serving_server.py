@@ -240,3 +240,151 @@ def test_toy_models_round_trip_through_artifacts(tmp_path):
     paths = write_models(str(tmp_path))
     model = load_model(paths["test-kmeans"])
     assert isinstance(model, ToyKMeansModel) and model.feature_dim == 4
+
+
+# ------------------------------------------------------------------------------------------ hostile requests
+
+
+WIDE_ROW = ",".join(["1"] * 500_000).encode() + b"\n"  # 1 MB: under the payload limit, 500k columns
+
+
+def test_a_wide_csv_row_is_refused_from_its_comma_count_before_any_parsing(monkeypatch):
+    """The width is compared with the model's before any value is parsed (it cost ~14 s per 1 MB row)."""
+    from algorithms.serving import decoders
+    from algorithms.serving.content import MediaType
+    from algorithms.serving.errors import RequestError
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("the body was parsed before its width was checked")
+
+    monkeypatch.setattr(decoders.pacsv, "read_csv", no_parsing)
+    monkeypatch.setattr(decoders, "_small_csv", no_parsing)
+    for body, label_size, what in ((WIDE_ROW, 0, "4 values"), (b"\n  \n" + WIDE_ROW, 0, "4 values"),
+                                   (WIDE_ROW, 1, r"5 values \(1 label \+ 4 features\)"),
+                                   (WIDE_ROW.rstrip(b"\n") + b"\r1,2,3,4\r", 0, "4 values")):
+        media = MediaType("text/csv", {"label_size": str(label_size)})
+        with pytest.raises(RequestError, match=rf"CSV row 1 has 500000 values; the model expects {what}") as err:
+            decoders.decode_request(body, media, 4)
+        assert err.value.status == 400
+    monkeypatch.undo()
+    second = b"1,2,3,4\n" + WIDE_ROW  # a later row: found by the reader's own column check, named all the same
+    with pytest.raises(RequestError, match=r"CSV row 2 has 500000 values; the model expects 4 values"):
+        decoders.decode_request(second, MediaType("text/csv"), 4)
+
+
+def test_wide_json_rows_are_refused_before_conversion():
+    import orjson
+
+    from algorithms.serving.content import MediaType
+    from algorithms.serving.decoders import decode_request
+    from algorithms.serving.errors import RequestError
+
+    cases = [(orjson.dumps({"instances": [[1.0] * 4, [1.0] * 500_000]}), "application/json",
+              r"instances\[1\] has 500000 features; the model expects 4"),
+             (b'{"features": [1, 2, 3, 4]}\n' + orjson.dumps({"features": [0] * 500_000}), "application/jsonlines",
+              r"line 2 has 500000 features; the model expects 4"),
+             (orjson.dumps({"instances": [{"data": {"features": {"keys": list(range(9)), "values": [1.0] * 9,
+                                                                  "shape": [4]}}}]}), "application/json",
+              r"instances\[0\]: sparse shape \[4\] does not match|instances\[0\]: 9 sparse keys")]
+    for body, ctype, message in cases:
+        with pytest.raises(RequestError, match=message):
+            decode_request(body, MediaType(ctype), 4)
+
+
+class Gated(Model):
+    """Answers only once the test opens its gate: a request that takes as long as the test wants."""
+
+    algorithm = "test-gated"
+    outputs = (Output("score"),)
+
+    def __init__(self):
+        super().__init__({}, 2)
+        import threading
+
+        self.gate = threading.Event()
+
+    def predict(self, batch):
+        assert self.gate.wait(20), "the gate was never opened"
+        return {"score": batch.dense()[:, 0]}
+
+    def to_arrays(self):
+        return {}
+
+    @classmethod
+    def from_arrays(cls, arrays, hyperparameters, feature_dim):
+        return cls()
+
+
+def test_ping_is_answered_while_an_invocation_computes():
+    """/ping and the invocation in one event loop: the ping must finish first, while predict still waits."""
+    import threading
+
+    model = Gated()
+    app = InferenceApp(model)
+    finished = []
+    opener = threading.Timer(10, model.gate.set)  # a server that blocks its loop gets unstuck, and fails below
+    opener.start()
+
+    async def request(method, path, body=b"", headers=()):
+        sent = []
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            if messages:
+                return messages.pop(0)
+            await asyncio.Event().wait()  # the client stays connected
+
+        async def send(message):
+            sent.append(message)
+
+        await app({"type": "http", "method": method, "path": path, "headers": list(headers)}, receive, send)
+        finished.append(path)
+        return sent[0]["status"]
+
+    async def scenario():
+        invocation = asyncio.ensure_future(request("POST", "/invocations", b"1,2\n", [(b"content-type", b"text/csv")]))
+        await asyncio.sleep(0)  # the invocation starts first
+        ping = await request("GET", "/ping")
+        model.gate.set()
+        return ping, await invocation
+
+    try:
+        assert asyncio.run(scenario()) == (200, 200)
+    finally:
+        opener.cancel()
+        model.gate.set()
+    assert finished == ["/ping", "/invocations"]
+
+
+def test_the_server_process_stays_healthy_under_wide_rows_and_slow_requests(tmp_path):
+    import threading
+
+    paths = write_models(str(tmp_path / "models"))
+    ready, marker = tmp_path / "ready.json", tmp_path / "slow.pid"
+    env = dict(os.environ, SPARK_ML_PLUGINS=PLUGIN, SLOW_MARKER=str(marker))
+    proc = subprocess.Popen([sys.executable, "-m", "algorithms.serving", "--model", paths["test-slow"], "--port", "0",
+                             "--ready-file", str(ready)], env=env, stderr=subprocess.PIPE)
+    csv = {"Content-Type": "text/csv"}
+    try:
+        wait_for(lambda: ready.exists() or proc.poll() is not None, what="the server to start")
+        assert proc.poll() is None, proc.stderr.read().decode()
+        url = f"http://127.0.0.1:{json.loads(ready.read_text())['port']}"
+        wide = requests.post(url + "/invocations", data=WIDE_ROW, headers=csv, timeout=60)
+        assert wide.status_code == 400
+        assert wide.json()["error"].startswith("CSV row 1 has 500000 values; the model expects 4 values")
+        box = {}
+        slow = threading.Thread(target=lambda: box.update(r=requests.post(url + "/invocations", data="4,0,0,0\n",
+                                                                           headers=csv, timeout=60)))
+        slow.start()
+        wait_for(marker.exists, what="the slow request to reach the model")
+        assert requests.get(url + "/ping", timeout=2).status_code == 200  # the supervisor's ping deadline
+        assert slow.is_alive()  # answered while the slow request was still computing
+        slow.join(60)
+        assert box["r"].status_code == 200
+        model = load_model(paths["test-slow"])
+        want = model.predict(Batch(np.array([[0.5, 1, 2, 3]], np.float32)))["score"][0]
+        quick = requests.post(url + "/invocations", data="0.5,1,2,3\n", headers=csv, timeout=10)
+        assert quick.status_code == 200 and quick.json()["predictions"][0]["score"] == pytest.approx(want, rel=1e-6)
+    finally:
+        proc.terminate()
+        proc.wait(30)

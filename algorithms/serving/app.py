@@ -1,9 +1,11 @@
 """The model server as a bare ASGI application: SageMaker's serving contract over one loaded Model.
 
 No web framework: routing four paths by hand keeps a single-row request near the server's own cost
-(the reference measured bare ASGI at 2-3x FastAPI's throughput for trivial models). ``predict`` runs
-on the event loop thread: it is CPU-bound and the process has one core's worth of BLAS threads, so a
-thread pool would only add a hop. A bad request gets a 4xx naming what is wrong; the process keeps
+(the reference measured bare ASGI at 2-3x FastAPI's throughput for trivial models). Decoding, ``predict``
+and encoding run on one compute thread beside the event loop, one request at a time (the process has one
+core's worth of BLAS threads; ``MaxConcurrentTransforms`` is 1): the loop stays free to answer ``/ping``
+while a request computes, so one slow request never makes the supervisor think the instance is dead and
+kill it with every request it holds. A bad request gets a 4xx naming what is wrong; the process keeps
 serving whatever the request held.
 """
 
@@ -17,6 +19,7 @@ import orjson
 
 from ..batch import Batch
 from ..builtin.base import Model
+from .compute import ComputeThread
 from .content import REQUEST_TYPES, RESPONSE_TYPES, choose_response_type, request_media_type
 from .decoders import decode_request
 from .encoders import encode_response
@@ -46,6 +49,7 @@ class InferenceApp:
     def __init__(self, model: Model, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD):
         self.model = model
         self.max_payload_bytes = int(max_payload_bytes)
+        self.compute = ComputeThread()  # requests compute there, in arrival order; the loop answers /ping
         self.metadata = orjson.dumps(model_metadata(model))
         self.execution_parameters = orjson.dumps(
             {
@@ -58,6 +62,7 @@ class InferenceApp:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
+            self.compute.shutdown()  # after uvicorn let the requests in flight finish
             return
         if scope["type"] != "http":
             return
@@ -85,7 +90,8 @@ class InferenceApp:
         media = request_media_type(_text(headers.get(b"content-type")))
         accept = choose_response_type(_text(headers.get(b"accept")))
         body = await read_body(receive, headers, self.max_payload_bytes)
-        await respond(send, 200, self.answer(body, media, accept), accept.encode())
+        answer = await self.compute.run(self.answer, body, media, accept)
+        await respond(send, 200, answer, accept.encode())
 
     def answer(self, body: bytes, media, accept: str) -> bytes:
         """The response body for a request body (over HTTP or handed over, see handoff.py); RequestError."""

@@ -39,6 +39,7 @@ def decode_csv(body: bytes, media: MediaType, feature_dim: int) -> Batch:
     width = feature_dim + label_size
     if not body.strip():
         return Batch(np.zeros((0, feature_dim), np.float32))
+    _check_first_row_width(body, width, label_size)
     if len(body) <= SMALL_CSV:
         return Batch(_small_csv(body, width, label_size))
     if not body.endswith(b"\n"):
@@ -68,6 +69,34 @@ def decode_csv(body: bytes, media: MediaType, feature_dim: int) -> Batch:
 SMALL_CSV = 8192  # below this, Python's split beats pyarrow's fixed cost (~0.5 ms) per request
 
 
+def _check_first_row_width(body: bytes, width: int, label_size: int) -> None:
+    """400 when the first row's comma count says it is not ``width`` values wide, before any value is parsed.
+
+    The reader sizes its work by the first row: one 1 MB row of 500k columns cost ~14 s of column setup
+    before its width was compared with the model's, long enough to miss health checks. Counting commas (in C)
+    costs microseconds. Later rows are checked by the readers themselves, which stop at the first bad one.
+    """
+    start, size = 0, len(body)
+    while start < size:
+        end = body.find(b"\n", start)
+        end = size if end < 0 else end
+        carriage = body.find(b"\r", start, end)
+        end = end if carriage < 0 else carriage
+        if body[start:end].strip():
+            values = body.count(b",", start, end) + 1
+            if values != width:
+                raise bad_request(_width_problem(1, values, width, label_size))
+            return
+        start = end + 1
+
+
+def _width_problem(row: int, values: int, width: int, label_size: int) -> str:
+    expected = f"{width} values" + (
+        f" ({label_size} label + {width - label_size} features)" if label_size else ""
+    )
+    return f"CSV row {row} has {values} values; the model expects {expected} (no header row, one record per line)"
+
+
 def _small_csv(body: bytes, width: int, label_size: int) -> np.ndarray:
     try:
         rows = np.array([line.split(b",") for line in body.splitlines() if line.strip()], dtype=np.float32)
@@ -94,21 +123,15 @@ def _csv_problem(body: bytes, width: int, label_size: int) -> str:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         return f"the CSV body is not UTF-8 text (byte offset {exc.start})"
-    expected = f"{width} values" + (
-        f" ({label_size} label + {width - label_size} features)" if label_size else ""
-    )
     row = 0
     for line in text.splitlines():
         if not line.strip():
             continue
         row += 1
-        fields = line.split(",")
-        if len(fields) != width:
-            return (
-                f"CSV row {row} has {len(fields)} values; the model expects {expected} "
-                "(no header row, one record per line)"
-            )
-        for column, field in enumerate(fields, 1):
+        values = line.count(",") + 1  # before splitting: a wide row costs no list of its fields
+        if values != width:
+            return _width_problem(row, values, width, label_size)
+        for column, field in enumerate(line.split(","), 1):
             if not field.strip():
                 return f"CSV row {row}, column {column} is empty"
             try:
@@ -206,15 +229,17 @@ def rows_from_objects(items: list, feature_dim: int, where: Callable[[int], str]
 def _dense_matrix(rows: list, feature_dim: int, where: Callable[[int], str]) -> np.ndarray:
     if not rows:
         return np.zeros((0, feature_dim), np.float32)
+    for i, row in enumerate(rows):  # widths first: no conversion work for a row the model cannot take
+        if len(row) != feature_dim:
+            raise bad_request(f"{where(i)} has {len(row)} features; the model expects {feature_dim}")
     try:
-        x = np.array(rows, dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range is infinity, as for the other formats
+            x = np.array(rows, dtype=np.float32)
         if x.ndim == 2 and x.shape[1] == feature_dim:
             return x
     except (ValueError, TypeError):
         pass
     for i, row in enumerate(rows):
-        if len(row) != feature_dim:
-            raise bad_request(f"{where(i)} has {len(row)} features; the model expects {feature_dim}")
         for j, value in enumerate(row):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise bad_request(
@@ -227,6 +252,9 @@ def _sparse_row(tensor: dict, keys, values, feature_dim: int, where: str):
     shape = tensor.get("shape")
     if shape is not None and (not isinstance(shape, list) or len(shape) != 1 or shape[0] != feature_dim):
         raise bad_request(f"{where}: sparse shape {shape} does not match the model's [{feature_dim}]")
+    if isinstance(keys, list) and len(keys) > feature_dim:
+        raise bad_request(f"{where}: {len(keys)} sparse keys; the model has {feature_dim} features (keys must "
+                          "not repeat)")
     if not isinstance(keys, list) or not isinstance(values, list) or len(keys) != len(values):
         n_values = len(values) if isinstance(values, list) else "no"
         raise bad_request(

@@ -159,10 +159,12 @@ class _Peer:
     def __init__(self, server: HandoffServer, conn: socket.socket):
         self.server, self.conn = server, conn
         self.slots: dict[int, tuple[mmap.mmap, int]] = {}  # id -> (mapping, request area bytes)
+        self.closed = False
         self.outbox = Outbox(server.loop, conn, lambda exc: self.close())
         server.loop.add_reader(conn.fileno(), self._readable)
 
     def close(self) -> None:
+        self.closed = True
         self.server.peers.discard(self)
         self.outbox.stop()
         with contextlib.suppress(Exception):
@@ -224,13 +226,12 @@ class _Peer:
             # text formats need bytes
             zero_copy = (content_type or "").split(";", 1)[0].strip().lower() == RECORDIO_PROTOBUF
             view = memoryview(mapping)[:length] if zero_copy else mapping[:length]
-            try:
-                status, ctype, body = self.answer(view, content_type, accept)
-            finally:
-                if zero_copy:
-                    with contextlib.suppress(BufferError):  # nothing should hold it; if so, GC frees it
-                        view.release()
-            self.reply(request_id, mapping, request_bytes, status, ctype, body)
+            # computed on the app's compute thread (the loop keeps answering /ping), replied to from the loop;
+            # one compute thread answers in order, as the router expects
+            loop, held = self.server.loop, view if zero_copy else None
+            self.server.app.compute.submit(self.answer, (view, content_type, accept), lambda result, error: (
+                loop.call_soon_threadsafe(self._answered, result, error, request_id, slot, mapping, request_bytes,
+                                          held)))
         elif kind == FORGET:
             for fd in fds:
                 os.close(fd)
@@ -240,6 +241,20 @@ class _Peer:
                 _unmap(old[0])
         else:
             raise ValueError(f"unknown message kind {kind}")
+
+    def _answered(self, result, error: BaseException | None, request_id: int, slot: int, mapping: mmap.mmap,
+                  request_bytes: int, view: memoryview | None) -> None:
+        """On the loop, once the compute thread answered: the reply, unless nobody waits for it any more."""
+        if view is not None:
+            with contextlib.suppress(BufferError):  # nothing should hold it; if so, GC frees it
+                view.release()
+        if self.closed or self.slots.get(slot, (None,))[0] is not mapping:
+            return  # the router went away or closed the slot
+        if error is not None:  # answer() answers errors itself: this is a bug, and a 500
+            log.error("a handed-over invocation failed: %s", error)
+            result = (500, b"application/json", orjson.dumps({"error": "server error"}))
+        status, ctype, body = result
+        self.reply(request_id, mapping, request_bytes, status, ctype, body)
 
     def answer(self, body: bytes, content_type: str | None, accept: str | None) -> tuple[int, bytes, bytes]:
         app = self.server.app

@@ -26,6 +26,7 @@ class ChannelInput:
     num_records: int | None = None  # this worker's records, when known
     total_records: int | None = None  # the whole channel's records, when known
     distribution: str = "ShardedByKey"
+    file_records: list[int | None] | None = None  # each file's records per the manifest: checked while reading
 
     @classmethod
     def from_channel(cls, name: str, channel: Channel, shards: list[Shard] | None = None) -> ChannelInput:
@@ -35,7 +36,7 @@ class ChannelInput:
         return cls(name=name, files=[channel.shard_uri(s) for s in shards], content_type=channel.content_type,
                    feature_dim=channel.feature_dim, has_label=manifest.has_label if manifest else None,
                    num_records=None if None in counts else sum(counts), total_records=channel.num_records,
-                   distribution=channel.distribution)
+                   distribution=channel.distribution, file_records=counts)
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
         """Batches of ``batch_size`` records over this worker's files, streamed with bounded memory."""
@@ -43,7 +44,8 @@ class ChannelInput:
         if ctype == RECORDIO_PROTOBUF:
             from ..reader import iter_batches
 
-            return iter_batches(self.files, batch_size, feature_dim=self.feature_dim)
+            return iter_batches(self.files, batch_size, feature_dim=self.feature_dim,
+                                expected_records=self._file_records())
         from ..text_formats import iter_text_batches
 
         return iter_text_batches(self.files, self.content_type, batch_size, feature_dim=self.feature_dim)
@@ -54,9 +56,14 @@ class ChannelInput:
         if base_content_type(self.content_type) == RECORDIO_PROTOBUF:
             from ..reader import iter_file_batches
 
-            return (block for path in self.files
-                    for block in iter_file_batches(path, max_rows, feature_dim=self.feature_dim))
+            return (block for path, count in zip(self.files, self._file_records(), strict=True)
+                    for block in iter_file_batches(path, max_rows, feature_dim=self.feature_dim,
+                                                   expected_records=count))
         return self.batches(max_rows)
+
+    def _file_records(self) -> list[int | None]:
+        counts = self.file_records
+        return list(counts) if counts is not None and len(counts) == len(self.files) else [None] * len(self.files)
 
     def worker_batches(self, batch_size: int, rank: int, world_size: int) -> Iterator[Batch]:
         """This worker's share of the channel, for work split among workers (evaluation): its own shards, or
@@ -65,7 +72,9 @@ class ChannelInput:
         if world_size == 1 or self.distribution != "FullyReplicated":
             return self.batches(batch_size)
         if len(self.files) >= world_size:
-            return replace(self, files=self.files[rank::world_size], num_records=None).batches(batch_size)
+            counts = self.file_records[rank::world_size] if self.file_records is not None else None
+            return replace(self, files=self.files[rank::world_size], num_records=None,
+                           file_records=counts).batches(batch_size)
         return (b for i, b in enumerate(self.batches(batch_size)) if i % world_size == rank)
 
 

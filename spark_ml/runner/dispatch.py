@@ -6,6 +6,7 @@ profile=...)``, ``collect``, job tags), so this also runs from a Spark Connect s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -18,6 +19,7 @@ from algorithms.channel import Channel
 from .. import jobs
 from ..home import local_model_store
 from . import capacity
+from .interrupts import job_interrupts, reason_of
 from .monitor import JobMonitor, record
 from .plan import plan_channel
 from .rendezvous import OK
@@ -91,6 +93,27 @@ def run_training(spark, request: TrainingRequest) -> TrainingResult:
                              "records": c.total_records} for c in plans}
     jobs.create(name, request.algorithm, request.hyperparameters, channels_doc, request.num_workers,
                 request.gpus_per_worker)
+    with job_interrupts(name):
+        try:
+            return _run_job(spark, request, cap, plans, name, model_location)
+        except BaseException as exc:
+            # Exceptions the paths below expect have ended the job already; anything else ends it here, so no
+            # record stays InProgress: an interrupt (SIGINT, SIGTERM, exit) as Stopped, a bug as Failed
+            if isinstance(exc, Exception):
+                _end_unfinished(name, jobs.FAILED, f"{type(exc).__name__}: {exc}"[:1000], model_location)
+            else:
+                _end_unfinished(name, jobs.STOPPED, f"stopped: {reason_of(exc)}", model_location)
+            raise
+
+
+def _end_unfinished(name: str, status: str, reason: str, model_location: str) -> None:
+    if jobs.get(name).status not in jobs.TERMINAL:
+        jobs.finish(name, status, failure_reason=reason)
+        _discard(model_location)
+
+
+def _run_job(spark, request: TrainingRequest, cap: capacity.Capacity, plans: list, name: str,
+             model_location: str) -> TrainingResult:
     for phase, seconds in request.phases.items():
         jobs.set_phase(name, phase, seconds)
     monitor = _start_monitor(spark, cap, name, request)
@@ -175,16 +198,21 @@ def _run_stage(spark, cap, spec: WorkerSpec, monitor: JobMonitor | None,
     thread = threading.Thread(target=collect, name=f"{tag}-collect", daemon=True)
     thread.start()
     stopping = cancelled = False
-    while not over.is_set():
-        over.wait(timeout=0.5)
-        if monitor is not None:
-            monitor.drain()
-            if monitor.failure is not None and not cancelled:
-                cancelled = True  # the others may be busy outside any collective: stop them now
+    try:
+        while not over.is_set():
+            over.wait(timeout=0.5)
+            if monitor is not None:
+                monitor.drain()
+                if monitor.failure is not None and not cancelled:
+                    cancelled = True  # the others may be busy outside any collective: stop them now
+                    tags.cancel(tag)
+            if not stopping and jobs.stop_requested(name):
+                stopping = True
                 tags.cancel(tag)
-        if not stopping and jobs.stop_requested(name):
-            stopping = True
+    except BaseException:  # an interrupt (SIGINT, SIGTERM) in the driver: the workers stop too
+        with contextlib.suppress(Exception):
             tags.cancel(tag)
+        raise
     if stopping:
         raise TrainingJobStopped(name)
     if cancelled:

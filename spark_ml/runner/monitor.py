@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import secrets
 import threading
@@ -10,6 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .. import jobs
 from .rendezvous import MeetingPoint
+
+MAX_EVENT_BYTES = 64 << 20  # one post of worker events (log lines, metrics); a worker posts far less at a time
 
 
 class JobMonitor:
@@ -30,12 +33,17 @@ class JobMonitor:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (http.server's naming)
-                if self.headers.get("Authorization") != f"Bearer {monitor.token}":
+                given = (self.headers.get("Authorization") or "").encode()
+                if not hmac.compare_digest(given, f"Bearer {monitor.token}".encode()):
                     self.send_response(401)
                     self.end_headers()
                     return
-                length = int(self.headers.get("Content-Length") or 0)
                 try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    if not 0 <= length <= MAX_EVENT_BYTES:
+                        self.send_response(413)
+                        self.end_headers()
+                        return
                     body = json.loads(self.rfile.read(length))
                     if self.path.endswith("/rendezvous"):
                         answer = json.dumps(monitor.meeting_point.join(body)).encode()
@@ -55,7 +63,12 @@ class JobMonitor:
                     self.end_headers()
                     self.wfile.write(answer)
                     return
-                monitor.accept(body)
+                try:
+                    monitor.accept(body)
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    self.send_response(400)
+                    self.end_headers()
+                    return
                 self.send_response(204)
                 self.end_headers()
 

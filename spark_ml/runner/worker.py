@@ -139,7 +139,7 @@ def _channel_input(plan, rank: int) -> ChannelInput:
     return ChannelInput(name=plan.name, files=[channel.shard_uri(s) for s in shards], content_type=plan.content_type,
                         feature_dim=plan.feature_dim, has_label=plan.has_label,
                         num_records=None if None in counts else sum(counts), total_records=plan.total_records,
-                        distribution=plan.distribution)
+                        distribution=plan.distribution, file_records=counts)
 
 
 def _train(spec: WorkerSpec, env: TrainingEnv, workdir: str) -> tuple[str, dict, ArtifactManifest | None]:

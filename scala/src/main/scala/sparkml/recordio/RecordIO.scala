@@ -51,7 +51,8 @@ final class FrameReader(in: InputStream, source: String) {
       val magic = Bytes.int32LE(head, 0)
       val lrec = Bytes.int32LE(head, 4)
       if (magic != Magic) {
-        throw new RecordIOFormatException(source, offset, s"bad magic ${hex(magic)} (expected ${hex(Magic)})")
+        // what was found is not shown: a file mistaken for a shard should not have its first bytes in logs
+        throw new RecordIOFormatException(source, offset, s"bad magic (not a record head: expected ${hex(Magic)})")
       }
       val cflag = lrec >>> 29
       val length = lrec & LengthMask
