@@ -88,7 +88,6 @@ def run_training(spark, request: TrainingRequest) -> TrainingResult:
     name = request.job_name or jobs.new_job_name(request.algorithm)
     store = request.model_store or local_model_store()
     model_location = fsutil.join(store, name)
-    checkpoint_location = fsutil.join(store, f"{name}.checkpoints")
     channels_doc = {c.name: {"path": c.path, "content_type": c.content_type, "distribution": c.distribution,
                              "records": c.total_records} for c in plans}
     jobs.create(name, request.algorithm, request.hyperparameters, channels_doc, request.num_workers,
@@ -117,6 +116,7 @@ def _run_job(spark, request: TrainingRequest, cap: capacity.Capacity, plans: lis
     for phase, seconds in request.phases.items():
         jobs.set_phase(name, phase, seconds)
     monitor = _start_monitor(spark, cap, name, request)
+    checkpoint_location = f"{model_location.rstrip('/')}.checkpoints"  # beside the model, until the job ends
     spec = WorkerSpec(job_name=name, kind=request.kind, algorithm=request.algorithm,
                       hyperparameters=dict(request.hyperparameters), channels=plans, num_workers=request.num_workers,
                       gpus_per_worker=float(request.gpus_per_worker), model_location=model_location,
