@@ -45,7 +45,7 @@ from .kernels import cube_sum, rows_outer_sum
 
 EXTRA_TOPICS = 0.25  # SageMaker computes 25% more topics than asked and keeps those of the largest weight
 OVERSAMPLING = 10  # extra directions of the range finder
-EIGEN_FLOOR = 1e-10  # relative floor of M2's eigenvalues in the whitening (a rank-deficient corpus)
+RANK_TOL = 1e-6  # eigenvalues of M2 below this fraction of the largest are taken as zero (no topic there)
 
 
 def extended_topics(num_topics: int, feature_dim: int) -> int:
@@ -126,7 +126,9 @@ def projected_update(ops, state: State, docs: Documents, q) -> State:
 class Recovered:
     """Topics and Dirichlet weights of all k' components, largest tensor eigenvalue (smallest α) first."""
 
-    def __init__(self, alpha: np.ndarray, topics: np.ndarray, eigenvalues: np.ndarray, fit: float):
+    def __init__(self, alpha: np.ndarray, topics: np.ndarray, eigenvalues: np.ndarray, fit: float,
+                 unigram: np.ndarray):
+        self.unigram = unigram  # M1, the corpus' word distribution
         self.alpha = alpha
         self.topics = topics  # (k', V), rows sum to 1
         self.eigenvalues = eigenvalues  # M2's, in the whitened coordinates
@@ -147,8 +149,10 @@ def recover(ops, first: State, second: State, q: np.ndarray, alpha0: float, num_
     values, vectors = np.linalg.eigh(g)
     order = np.argsort(values)[::-1][:num_components]
     values, vectors = values[order], vectors[:, order]
-    top = max(values[0], np.finfo(float).tiny)
-    values = np.maximum(values, EIGEN_FLOOR * top)
+    # A corpus may support fewer topics than asked (M2's rank is the number of topics): whitening a zero
+    # eigenvalue would blow its noise up into components of huge weight, so such directions are left out.
+    supported = max(1, int(np.sum(values > RANK_TOL * max(values[0], np.finfo(float).tiny))))
+    values, vectors = values[:supported], vectors[:, :supported]
     b = vectors / np.sqrt(values)[None, :]  # p × k': Wᵀ M2 W = I for W = Q b
 
     w = q @ b
@@ -169,7 +173,7 @@ def recover(ops, first: State, second: State, q: np.ndarray, alpha0: float, num_
     sums = topics.sum(axis=1, keepdims=True)
     topics = np.where(sums > 0, topics / np.where(sums > 0, sums, 1.0), 1.0 / topics.shape[1])
     order = np.argsort(-lam, kind="stable")  # best supported first (see select())
-    return Recovered(alpha[order], topics[order], values, fit)
+    return Recovered(alpha[order], topics[order], values, fit, m1)
 
 
 def select(recovered: Recovered, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -180,9 +184,14 @@ def select(recovered: Recovered, k: int) -> tuple[np.ndarray, np.ndarray]:
     α = 4 α0 (α0+1) / ((α0+2)² λ²) grows as λ shrinks (on a synthetic corpus of 10 known topics the three
     spurious components got α of 12, 2.3 and 0.5 against 0.1 for every real one). The kept components are
     those of the largest λ, the ones the third moment supports best; they are then ordered by α, as
-    SageMaker's model lists them.
+    SageMaker's model lists them. When the corpus supports fewer than k topics (M2 has lower rank, e.g. a few
+    distinct documents), the missing ones are the corpus' word distribution with a negligible weight.
     """
     alpha, topics = recovered.alpha[:k], recovered.topics[:k]
+    missing = k - len(alpha)
+    if missing > 0:  # the corpus supports fewer topics than asked: the rest are its word distribution, unweighted
+        alpha = np.concatenate([alpha, np.full(missing, alpha.min() * 1e-3)])
+        topics = np.concatenate([topics, np.repeat(recovered.unigram[None, :] / recovered.unigram.sum(), missing, 0)])
     order = np.argsort(-alpha, kind="stable")
     return alpha[order], topics[order]
 
