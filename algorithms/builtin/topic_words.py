@@ -154,11 +154,10 @@ class Cooccurrence:
         self.docs, self.df, self.co = float(state[0]), state[1:1 + m], state[1 + m:].reshape(m, m)
 
     def ppmi_vectors(self) -> np.ndarray:
-        """Row i: word i's positive PMI with each of the words (its own entry zeroed)."""
+        """Row i: word i's positive PMI with each of the words (itself included: log(N / df))."""
         with np.errstate(divide="ignore", invalid="ignore"):
             pmi = np.log(self.co * self.docs / np.outer(self.df, self.df))
         pmi = np.where(np.isfinite(pmi) & (pmi > 0), pmi, 0.0)
-        np.fill_diagonal(pmi, 0.0)
         return pmi
 
     def npmi(self) -> np.ndarray:

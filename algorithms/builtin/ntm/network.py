@@ -1,7 +1,8 @@
 """NTM's network: a variational encoder-decoder over bag-of-words (NVDM / GSM, Miao et al. 2016 and 2017).
 
 The encoder (an MLP of ``encoder_layers``, optionally batch-normalized) maps a document's word counts to the
-mean and log-variance of a Gaussian; a sample ``z`` (its mean at inference) becomes the topic weights
+mean and log-variance of a Gaussian (each batch-normalized, as ProdLDA does, which keeps the posterior from
+collapsing onto the prior); a sample ``z`` (its mean at inference) becomes the topic weights
 ``θ = softmax(z)``. The decoder is a product of topic experts (as ProdLDA): ``p(w | θ) = softmax(BN(θ β) + b)``,
 with ``b`` started at the corpus' log word frequencies so topics need only model departures from them. The
 batch normalization of ``θ β`` (ProdLDA's remedy) keeps the topics' signal on the scale of ``b``: without it the
@@ -39,7 +40,8 @@ class BagOfWords:
             index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)).to(device)
             values = torch.from_numpy(coo.data).to(device)
             self.index, self.values = index, values
-            self.inputs = torch.sparse_coo_tensor(index, torch.log1p(values), counts.shape, is_coalesced=True)
+            self.inputs = torch.sparse_coo_tensor(index, torch.log1p(values), counts.shape, is_coalesced=True,
+                                                  check_invariants=False)
         else:
             self.counts = torch.from_numpy(counts.toarray()).to(device)
             self.inputs = torch.log1p(self.counts)
@@ -71,6 +73,8 @@ class TopicVAE(nn.Module):
         self.hidden = nn.Sequential(*layers)
         self.mean = nn.Linear(sizes[-1], num_topics)
         self.log_var = nn.Linear(sizes[-1], num_topics)
+        self.mean_norm = nn.BatchNorm1d(num_topics, affine=False)
+        self.log_var_norm = nn.BatchNorm1d(num_topics, affine=False)
         self.topics = nn.Parameter(torch.randn(num_topics, vocabulary) * 0.02)  # β
         self.background = nn.Parameter(torch.zeros(vocabulary))  # b
         self.decoder_norm = nn.BatchNorm1d(vocabulary, affine=False)
@@ -79,7 +83,7 @@ class TopicVAE(nn.Module):
         x = bow.inputs
         h = torch.sparse.mm(x, self.first.weight.t()) + self.first.bias if x.is_sparse else self.first(x)
         h = self.hidden(h)
-        return self.mean(h), self.log_var(h).clamp(-10.0, 10.0)
+        return self.mean_norm(self.mean(h)), self.log_var_norm(self.log_var(h)).clamp(-10.0, 10.0)
 
     def log_word_probs(self, theta):
         return torch.log_softmax(self.decoder_norm(theta @ self.topics) + self.background, dim=1)
