@@ -1,4 +1,5 @@
-"""LDA (SageMaker ``lda``): spectral topic recovery from two streamed passes merged across workers.
+"""LDA (SageMaker ``lda``): spectral topic recovery from two streamed passes merged across workers, then
+(``refinement_passes``, not SageMaker's) passes of variational EM that refine the topics.
 
 See :mod:`.spectral` for the method. The training loop is :class:`~algorithms.builtin.base.MergeablePass`'s
 pieces twice: pass 1 (the range finder of the pair moment) and pass 2 (moments in its basis), each streamed over
@@ -16,9 +17,10 @@ from ..bag_of_words import Documents, iter_documents
 from ..base import MergeablePass
 from ..registry import register
 from ..topic_words import read_vocabulary
+from .inference import infer
 from .kernels import NumpyLDAKernels, lda_kernels
 from .model import LDAModel
-from .params import HYPERPARAMETERS, check_topics
+from .params import HYPERPARAMETERS, TOPIC_SMOOTHING, check_topics
 from .spectral import (
     extended_topics,
     projected_state,
@@ -113,6 +115,8 @@ class LDA(MergeablePass):
         model = LDAModel(self.env.hyperparameters, self.feature_dim, arrays["alpha"], arrays["topics"],
                          vocabulary, self.env.backend)
         reporter.metric("train:tensor_residual", float(arrays["residual"][0]))
+        for refinement in range(int(self.hp["refinement_passes"])):
+            model = self._refine(model, refinement)
         if vocabulary is not None:
             for i, words in enumerate(model.top_words(10)):
                 reporter.log(f"topic {i} (alpha {model.alpha[i]:.4g}): {' '.join(words)}")
@@ -125,6 +129,24 @@ class LDA(MergeablePass):
         train = self.env.require_channel("train")
         state = self.stream(iter_documents(train, BLOCK_ROWS), self.init(), epoch=phase - 1, epochs=2)
         return self.merged({key: self.ops.to_numpy(value) for key, value in state.items()})
+
+    def _refine(self, model: LDAModel, refinement: int) -> LDAModel:
+        """One pass of variational EM: every document's mixture under the current topics (E-step), the topics
+        re-estimated from the expected word counts summed over all workers' documents (M-step)."""
+        topics_t, alpha = model._on_device()
+        stats = self.ops.zeros((self.feature_dim, len(model.alpha)))
+        train = self.env.require_channel("train")
+        seen = 0
+        for docs in iter_documents(train, BLOCK_ROWS):
+            if docs.counts.shape[0]:
+                stats = stats + infer(self.ops, docs.counts, topics_t, alpha, with_stats=True)[2]
+            seen += len(docs)
+            self.env.reporter.progress(seen, 2 + refinement, train.num_records, None)
+        stats = self.env.collectives.allreduce(self.ops.to_numpy(stats))
+        topics = model.topics * stats.T + TOPIC_SMOOTHING
+        topics /= topics.sum(axis=1, keepdims=True)
+        return LDAModel(model.hyperparameters, self.feature_dim, model.alpha, topics, model.vocabulary,
+                        self.env.backend)
 
     def _recover(self, first: State, second: State, basis: np.ndarray) -> State:
         rng = np.random.default_rng(_SEED + 1)

@@ -56,7 +56,7 @@ class LDAModel(Model):
         """Variational Dirichlet parameters of each row's mixture (empty rows get ``alpha``)."""
         counts = _counts(features, place)
         topics_t, alpha = self._on_device()
-        gamma, _ = infer(self._ops, counts, topics_t, alpha)
+        gamma, _, _ = infer(self._ops, counts, topics_t, alpha)
         return gamma
 
     def topic_mixture(self, features) -> np.ndarray:
@@ -66,7 +66,7 @@ class LDAModel(Model):
         """(Σ log p(word | the document's inferred mixture) over every word, number of words)."""
         counts = _counts(features, place)
         topics_t, alpha = self._on_device()
-        _, loglik = infer(self._ops, counts, topics_t, alpha, with_loglik=True)
+        _, loglik, _ = infer(self._ops, counts, topics_t, alpha, with_loglik=True)
         return float(loglik), float(counts.sum())
 
     def predict(self, batch: Batch) -> dict[str, np.ndarray]:
