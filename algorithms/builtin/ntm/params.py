@@ -12,8 +12,9 @@ OPTIMIZERS = ("adadelta", "sgd", "adam", "adagrad", "rmsprop")
 
 HYPERPARAMETERS = HyperparameterSpec([
     Hyperparameter("num_topics", int, required=True, low=2, high=1000, doc="Number of topics (the latent size)."),
-    Hyperparameter("feature_dim", int, low=1, high=1_000_000,
-                   doc="Size of the vocabulary; required unless the train channel's manifest records it."),
+    Hyperparameter("feature_dim", int, low=1,
+                   doc="Size of the vocabulary (SageMaker allows up to 1,000,000); required unless the train "
+                       "channel's manifest records it."),
     Hyperparameter("encoder_layers", list, default=AUTO, auto=True,
                    doc="Sizes of the encoder's hidden layers, comma-separated; auto means "
                        "[3 × num_topics, 2 × num_topics]."),
