@@ -21,6 +21,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]  # benchmarks/xgboost.py shadows xgboost
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, ".."))
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -55,6 +56,12 @@ def compare(k, args, train_df, test_df, counts, held_out, vocabulary, have_gensi
     import spark_ml
 
     results: dict[str, tuple[float, float]] = {}
+    print(f"\nk = {k}: fitting (load average {os.getloadavg()[0]:.1f})", flush=True)
+
+    def note(name: str, value: tuple[float, float]) -> None:
+        results[name] = value
+        print(f"  {name}: fit {value[1]:.1f} s, perplexity {np.exp(-value[0]):.1f} (load average "
+              f"{os.getloadavg()[0]:.1f})", flush=True)
 
     def mllib(optimizer: str):
         model, seconds = timed(lambda: MLlibLDA(k=k, optimizer=optimizer, seed=1).fit(train_df))
@@ -63,19 +70,19 @@ def compare(k, args, train_df, test_df, counts, held_out, vocabulary, have_gensi
         theta = np.array([r.topicDistribution.toArray() for r in model.transform(test_df).orderBy("id").collect()])
         return per_word(theta @ beta, held_out), seconds
 
-    results["MLlib online"] = mllib("online")
+    note("MLlib online", mllib("online"))
     if not args.skip_em:
-        results["MLlib em"] = mllib("em")
+        note("MLlib em", mllib("em"))
     for passes in (0, 1):
         model, seconds = timed(lambda passes=passes: spark_ml.LDA(
             numTopics=k, refinementPasses=passes, showProgress=False).fit(train_df))
         loglik, words = model.algorithm_model.log_likelihood(held_out)
-        results[f"spark_ml LDA (spectral{' + 1 EM pass' if passes else ''})"] = (loglik / words, seconds)
+        note(f"spark_ml LDA (spectral{' + 1 EM pass' if passes else ''})", (loglik / words, seconds))
     model, seconds = timed(lambda: spark_ml.NTM(numTopics=k, epochs=args.ntm_epochs, optimizer="adam",
                                                 learningRate=0.005, miniBatchSize=256,
                                                 showProgress=False).fit(train_df))
     loglik, words = model.algorithm_model.log_likelihood(held_out)
-    results["spark_ml NTM"] = (loglik / words, seconds)
+    note("spark_ml NTM", (loglik / words, seconds))
     if have_gensim:
         from gensim.models import LdaMulticore
 
@@ -88,7 +95,7 @@ def compare(k, args, train_df, test_df, counts, held_out, vocabulary, have_gensi
                                                   id2word=dict(enumerate(vocabulary))))
         gamma, _ = lda.inference(bow(held_out))
         theta = gamma / gamma.sum(axis=1, keepdims=True)
-        results["gensim LdaMulticore (1 pass)"] = (per_word(theta @ lda.get_topics(), held_out), seconds)
+        note("gensim LdaMulticore (1 pass)", (per_word(theta @ lda.get_topics(), held_out), seconds))
     base_ll, base_seconds = results["MLlib online"]
     print(f"\nk = {k} (load average {os.getloadavg()[0]:.1f})")
     print(f"{'model':40s} {'fit s':>8s} {'perplexity':>11s} {'speed vs online':>16s} {'perplexity ratio':>17s}")
@@ -121,7 +128,8 @@ def main() -> None:
           f"vocabulary {counts.shape[1]}, {int(counts.sum())} training words; load average "
           f"{os.getloadavg()[0]:.1f}")
     spark = (SparkSession.builder.master("local[2]").config("spark.driver.memory", "6g")
-             .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "4").getOrCreate())
+             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+             .config("spark.sql.shuffle.partitions", "4").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     train_df = frame(spark, counts).repartition(2).cache()
     test_df = frame(spark, held_out).cache()

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from .kernels import BLOCK_ELEMENTS
 
 MAX_ITERATIONS = 100
+COMPACT = 0.6  # the working set shrinks once fewer than this fraction of its documents still move
 TOL = 1e-3
 _TINY = 1e-100
 
@@ -66,7 +67,7 @@ def _step(ops, gamma, s, values, word_topics, topics_t, alpha):
     """One fixed-point update of γ for the documents of ``s``; also ``exp(E[log θ])`` and the per-nonzero norms."""
     log_theta = ops.digamma(gamma) - ops.digamma(ops.row_sums(gamma))[:, None]
     e = ops.exp(log_theta)
-    norm = ops.row_sums(ops.gather(e, s.rows) * word_topics) + _TINY
+    norm = ops.row_dots(ops.gather(e, s.rows), word_topics) + _TINY
     weighted = ops.with_values(s, values / norm)
     return alpha[None, :] + e * ops.matmul(weighted, topics_t), e, weighted
 
@@ -77,20 +78,25 @@ def _infer_block(ops, block: sp.csr_matrix, topics_t, alpha, max_iterations: int
     n = block.shape[0]
     lengths = np.asarray(block.sum(axis=1)).ravel()
     gamma = ops.asarray(np.asarray(ops.to_numpy(alpha))[None, :] + lengths[:, None] / k, dtype=np.float64)
-    rows = np.arange(n)  # the documents still moving (positions in the block)
+    rows = np.arange(n)  # the working set: documents of the block being updated (positions in the block)
+    moving = np.ones(n, dtype=bool)  # which of the working set still move; the others keep their γ
     work = block
+    s = None
     for _ in range(max_iterations):
-        if not len(rows):
+        if not moving.any():
             break
-        s = ops.structure(work)
-        word_topics = ops.gather(topics_t, s.cols)  # nnz × k: β[:, w] of every nonzero
-        current = gamma[ops.as_index(rows)]
-        updated, _, _ = _step(ops, current, s, ops.values(s), word_topics, topics_t, alpha)
+        if s is None or moving.sum() < COMPACT * len(rows):  # drop the settled documents from the working set
+            rows, work, moving = rows[moving], work[moving], moving[moving]
+            s = ops.structure(work)
+            values = ops.values(s)
+            word_topics = ops.gather(topics_t, s.cols)  # nnz × k: β[:, w] of every nonzero
+            index = ops.as_index(rows)
+        current = gamma[index]
+        updated, _, _ = _step(ops, current, s, values, word_topics, topics_t, alpha)
         change = ops.to_numpy(ops.row_sums(ops.abs(updated - current))) / k
-        gamma[ops.as_index(rows)] = updated
-        moving = change >= tol
-        if not moving.all():
-            rows, work = rows[moving], work[moving]
+        still = ops.asarray(moving[:, None])
+        gamma[index] = ops.where(still, updated, current)
+        moving &= change >= tol
     loglik, stats = 0.0, None
     if (with_loglik or with_stats) and block.nnz:
         s = ops.structure(block)
@@ -98,7 +104,7 @@ def _infer_block(ops, block: sp.csr_matrix, topics_t, alpha, max_iterations: int
         word_topics = ops.gather(topics_t, s.cols)
         if with_loglik:
             theta = gamma / ops.row_sums(gamma)[:, None]
-            p = ops.row_sums(ops.gather(theta, s.rows) * word_topics)
+            p = ops.row_dots(ops.gather(theta, s.rows), word_topics)
             loglik = float(ops.to_numpy((values * ops.log(ops.maximum(p, _TINY))).sum()))
         if with_stats:
             _, e, weighted = _step(ops, gamma, s, values, word_topics, topics_t, alpha)
