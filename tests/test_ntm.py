@@ -159,3 +159,19 @@ def test_topic_uniqueness_and_coherence_on_known_examples():
     wetc, npmi = coherence(np.array([[0, 1], [0, 2]]), cooc)
     np.testing.assert_allclose(npmi, [1.0, -1.0])
     assert wetc[0] > wetc[1]
+
+
+def test_serving_answers_in_sagemakers_shapes(corpus, trained):
+    """The model server's encoders give NTM's documented JSON and JSON Lines responses."""
+    import json
+
+    from algorithms.serving.encoders import encode_response
+
+    counts, _, _ = corpus
+    _, _, model, _, _ = trained
+    outputs = model.predict(Batch(counts[:3]))
+    body = json.loads(encode_response(outputs, model.outputs, model.json_envelope, "application/json", 3))
+    assert list(body) == ["predictions"] and [list(p) for p in body["predictions"]] == [["topic_weights"]] * 3
+    np.testing.assert_allclose([p["topic_weights"] for p in body["predictions"]], outputs["topic_weights"], rtol=1e-6)
+    lines = encode_response(outputs, model.outputs, model.json_envelope, "application/jsonlines", 3).decode()
+    assert [list(json.loads(line)) for line in lines.splitlines()] == [["topic_weights"]] * 3
