@@ -40,6 +40,10 @@ _EXPORTS = {
     "PCAModel": "spark_ml.estimators",
     "ScriptEstimator": "spark_ml.estimators",
     "UserCodeModel": "spark_ml.estimators",
+    "LDA": "spark_ml.estimators",
+    "LDAModel": "spark_ml.estimators",
+    "NTM": "spark_ml.estimators",
+    "NTMModel": "spark_ml.estimators",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .base import Algorithm
 
-MODULES = ("kmeans", "pca", "linear_learner", "factorization_machines", "xgboost")  # under algorithms.builtin
+# under algorithms.builtin
+MODULES = ("kmeans", "pca", "linear_learner", "factorization_machines", "xgboost", "lda", "ntm")
 
 _ALGORITHMS: dict[str, type[Algorithm]] = {}
 

@@ -29,7 +29,7 @@ import contextlib
 import copy
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -47,7 +47,8 @@ class TrainSettings:
     min_epochs: int = 0
     max_steps: int | None = None  # stop after this many updates, whatever the epoch
     evaluate_every_steps: int | None = None  # None: evaluate when an epoch ends
-    objective: str | None = None  # the metric that early stopping and the best weights follow
+    objective: str | None = None  # the metric that early stopping and the best weights follow; a "train:" metric
+    # (the epoch's training statistics) works when evaluations happen at the end of epochs
     maximize: bool = False
     patience: int | None = None  # evaluations without improvement before stopping; None: never early
     tolerance: float = 0.0  # relative improvement of the objective that counts as one
@@ -184,7 +185,7 @@ class Trainer:
                     model.train()
                     if loop.stopped:
                         break
-            self._report_training(sums, epoch)
+            loop.train_metrics = self._report_training(sums, epoch)
             loop.epoch += 1
             loop.batch_in_epoch = 0
             schedule.after_epoch(epoch)
@@ -202,7 +203,7 @@ class Trainer:
         at_epoch = loop.epoch if loop.batch_in_epoch else loop.epoch - 1
         for name, value in metrics.items():
             env.reporter.metric(name, value, epoch=at_epoch, step=loop.step)
-        value = metrics.get(s.objective) if s.objective else None
+        value = metrics.get(s.objective, loop.train_metrics.get(s.objective)) if s.objective else None
         if s.objective and value is None:
             raise ValueError(f"the evaluation did not compute {s.objective}, the objective")
         lower_is_better = None if value is None else (-value if s.maximize else value)
@@ -272,17 +273,20 @@ class Trainer:
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return bool(flag.item())
 
-    def _report_training(self, sums: dict[str, list[float]], epoch: int) -> None:
+    def _report_training(self, sums: dict[str, list[float]], epoch: int) -> dict[str, float]:
         names = sorted(sums)
         if self.distributed:  # every worker reports the names rank 0 saw (all compute the same statistics)
             names = self.env.collectives.broadcast_object_json(names)
         totals = np.array([v for name in names for v in sums.get(name, (0.0, 0.0))], dtype=np.float64)
         if self.distributed:
             totals = self.env.collectives.allreduce(totals)
+        reported = {}
         for i, name in enumerate(names):
             total, count = totals[2 * i], totals[2 * i + 1]
             if count > 0:
-                self.env.reporter.metric(f"train:{name}", float(total / count), epoch=epoch)
+                reported[f"train:{name}"] = float(total / count)
+                self.env.reporter.metric(f"train:{name}", reported[f"train:{name}"], epoch=epoch)
+        return reported
 
 
 @dataclass
@@ -297,6 +301,7 @@ class _LoopState:
     best_metrics: dict[str, float] | None = None
     best_weights: dict[str, Any] | None = None
     stopped: bool = False
+    train_metrics: dict[str, float] = field(default_factory=dict)  # the last epoch's train: metrics
 
     def counters(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,

@@ -18,6 +18,7 @@ from .builtin import (
     PCAModel,
 )
 from .script import AlgorithmEstimator, ScriptEstimator, UserCodeModel
+from .topics import LDA, NTM, LDAModel, NTMModel
 from .xgboost import XGBoostClassifier, XGBoostClassifierModel, XGBoostRegressor, XGBoostRegressorModel
 
 __all__ = [
@@ -28,12 +29,16 @@ __all__ = [
     "FactorizationMachinesRegressorModel",
     "KMeans",
     "KMeansModel",
+    "LDA",
+    "LDAModel",
     "LinearLearnerBinaryClassifier",
     "LinearLearnerBinaryClassifierModel",
     "LinearLearnerMultiClassClassifier",
     "LinearLearnerMultiClassClassifierModel",
     "LinearLearnerRegressor",
     "LinearLearnerRegressorModel",
+    "NTM",
+    "NTMModel",
     "PCA",
     "PCAModel",
     "SageMakerEstimator",

@@ -72,6 +72,11 @@ class SageMakerEstimator(ChannelFitEstimator, MLWritable, MLReadable):
             if self.isSet(param):
                 raw[declared.hyperparameter.name] = self.getOrDefault(param)
         stand_in = False
+        declared = raw.get("feature_dim")
+        if feature_dim is not None and declared not in (None, AUTO) and int(declared) != int(feature_dim):
+            param_name = spec["feature_dim"].param_name
+            raise ParamError(f"Param {param_name} (feature_dim) is {declared} but the train data's vectors have "
+                             f"{feature_dim} features")
         if "feature_dim" in spec and raw.get("feature_dim") in (None, AUTO):
             stand_in = feature_dim is None
             raw["feature_dim"] = _UNKNOWN_DIM if stand_in else feature_dim
