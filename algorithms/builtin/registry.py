@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .base import Algorithm
 
-MODULES = ("kmeans", "pca", "linear_learner", "factorization_machines", "xgboost")  # under algorithms.builtin
+MODULES = (  # under algorithms.builtin
+    "kmeans", "pca", "linear_learner", "factorization_machines", "xgboost", "randomcutforest", "knn",
+)
 
 _ALGORITHMS: dict[str, type[Algorithm]] = {}
 

@@ -17,6 +17,8 @@ from .builtin import (
     LinearLearnerRegressorModel,
     PCAModel,
 )
+from .knn import KNNClassifier, KNNClassifierModel, KNNRegressor, KNNRegressorModel
+from .randomcutforest import RandomCutForest, RandomCutForestModel
 from .script import AlgorithmEstimator, ScriptEstimator, UserCodeModel
 from .xgboost import XGBoostClassifier, XGBoostClassifierModel, XGBoostRegressor, XGBoostRegressorModel
 
@@ -28,6 +30,10 @@ __all__ = [
     "FactorizationMachinesRegressorModel",
     "KMeans",
     "KMeansModel",
+    "KNNClassifier",
+    "KNNClassifierModel",
+    "KNNRegressor",
+    "KNNRegressorModel",
     "LinearLearnerBinaryClassifier",
     "LinearLearnerBinaryClassifierModel",
     "LinearLearnerMultiClassClassifier",
@@ -36,6 +42,8 @@ __all__ = [
     "LinearLearnerRegressorModel",
     "PCA",
     "PCAModel",
+    "RandomCutForest",
+    "RandomCutForestModel",
     "SageMakerEstimator",
     "SageMakerModel",
     "ScriptEstimator",
