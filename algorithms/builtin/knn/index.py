@@ -4,25 +4,41 @@ it), searched with a guaranteed ``k`` results, saved in faiss's own serialized f
 The index types are SageMaker's: ``faiss.Flat`` (exact), ``faiss.IVFFlat`` (inverted lists over a k-means coarse
 quantizer) and ``faiss.IVFPQ`` (inverted lists of product-quantized codes). ``INNER_PRODUCT`` and ``COSINE`` use
 inner-product indexes; ``COSINE`` normalizes the vectors (the model normalizes queries likewise).
+
+faiss is imported on first use (:func:`load_faiss`): it is the ``knn`` extra (``faiss-cpu``), and a GPU cluster
+installs a faiss GPU build instead; the other built-ins never need it.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from types import ModuleType
+from typing import Any
 
-import faiss
 import numpy as np
 
 from ...backend import ENV as BACKEND_ENV
 from ...backend import BackendUnavailable
 from . import params
 
-_METRIC = {"L2": faiss.METRIC_L2, "INNER_PRODUCT": faiss.METRIC_INNER_PRODUCT, "COSINE": faiss.METRIC_INNER_PRODUCT}
+INSTALL_HINT = "pip install 'spark-ml[knn]' (faiss-cpu), or a faiss GPU build"
 
 
-def new_index(hp: dict, dim: int, rows: int) -> faiss.Index:
+@functools.cache
+def load_faiss() -> ModuleType:
+    """The faiss module, or an ImportError that says how to install it."""
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ImportError(f"k-NN needs faiss: {INSTALL_HINT} ({exc})") from None
+    return faiss
+
+
+def new_index(hp: dict, dim: int, rows: int) -> Any:
     """An empty (untrained, for IVF) CPU index for ``rows`` vectors of ``dim`` dimensions."""
-    metric = _METRIC[hp["index_metric"]]
+    faiss = load_faiss()
+    metric = faiss.METRIC_L2 if hp["index_metric"] == "L2" else faiss.METRIC_INNER_PRODUCT
     kind = hp["index_type"]
     if kind == "faiss.Flat":
         return faiss.IndexFlat(dim, metric)
@@ -44,12 +60,13 @@ def new_index(hp: dict, dim: int, rows: int) -> faiss.Index:
     return index
 
 
-def build(hp: dict, vectors: np.ndarray, device: str = "cpu") -> faiss.Index:
+def build(hp: dict, vectors: np.ndarray, device: str = "cpu") -> Any:
     """The trained index holding ``vectors`` (float32, already reduced, normalized or padded as the model does).
 
     On a GPU worker (``device == "cuda"``) the index is trained and filled on GPU 0 of the worker (its task's
     GPU) and copied back to the CPU for saving; without a faiss GPU build that fails, unless
     ``SPARK_ML_ARRAY_BACKEND=numpy`` asks for the CPU explicitly (the array backend's rule)."""
+    faiss = load_faiss()
     vectors = np.ascontiguousarray(vectors, np.float32)
     index = new_index(hp, vectors.shape[1], len(vectors))
     if device == "cuda" and os.environ.get(BACKEND_ENV, "").strip().lower() != "numpy":
@@ -69,7 +86,7 @@ def build(hp: dict, vectors: np.ndarray, device: str = "cpu") -> faiss.Index:
     return index
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Distances and ids ``(n, k)`` of each query's ``k`` nearest vectors, closest first. An IVF search that finds
     fewer than ``k`` vectors in the lists it probed (id -1) is repeated for those queries with twice the lists,
     until it finds ``k`` (the index holds at least ``k`` vectors)."""
@@ -77,7 +94,7 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     distances, ids = index.search(queries, k)
     short = np.flatnonzero((ids < 0).any(axis=1))
     if len(short) and hasattr(index, "nprobe"):
-        ivf = faiss.extract_index_ivf(index)
+        ivf = load_faiss().extract_index_ivf(index)
         original = ivf.nprobe
         try:
             while len(short) and ivf.nprobe < ivf.nlist:
@@ -90,17 +107,17 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     return distances, ids
 
 
-def to_bytes(index: faiss.Index) -> np.ndarray:
+def to_bytes(index: Any) -> np.ndarray:
     """faiss's serialized form of the index, as a uint8 array."""
-    return faiss.serialize_index(index)
+    return load_faiss().serialize_index(index)
 
 
-def from_bytes(data: np.ndarray) -> faiss.Index:
-    return faiss.deserialize_index(np.ascontiguousarray(data, np.uint8))
+def from_bytes(data: np.ndarray) -> Any:
+    return load_faiss().deserialize_index(np.ascontiguousarray(data, np.uint8))
 
 
-def describe(index: faiss.Index) -> str:
+def describe(index: Any) -> str:
     return f"{type(index).__name__}(d={index.d}, ntotal={index.ntotal})"
 
 
-__all__ = ["build", "describe", "from_bytes", "new_index", "search", "to_bytes"]
+__all__ = ["INSTALL_HINT", "build", "describe", "from_bytes", "load_faiss", "new_index", "search", "to_bytes"]
