@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 CHUNK_PAIRS = 1 << 16  # (row, tree) pairs scored together: the working arrays stay in cache
+DENSE_LEVELS = 3  # boxes above the leaf compared on every feature before only the features still outside
 
 
 @dataclass
@@ -80,6 +81,8 @@ class Forest:
         # derived, for scoring: flat boxes, leaves, the codisp of a row cut off at each node
         self._lo_flat = self.lo.reshape(-1)
         self._hi_flat = self.hi.reshape(-1)
+        self._lo_t = np.ascontiguousarray(self.lo.T)  # (d, n_nodes): one feature's bounds contiguous
+        self._hi_t = np.ascontiguousarray(self.hi.T)
         self._flat_children = self.children.reshape(-1)
         self._is_leaf = self.children[:, 0] == np.arange(n)
         self._cut_off = np.maximum(self.mass, self.ratio_max)
@@ -131,6 +134,20 @@ class Forest:
             out[:, start:start + len(part)] = self._chunk(part).reshape(self.num_trees, len(part))
         return out
 
+    def summed_codisp(self, x: np.ndarray) -> np.ndarray:
+        """``(rows,)``: the trees' expected collusive displacements of each row, summed tree by tree in tree order
+        (what scores need), a chunk of rows at a time so memory stays bounded by the chunk."""
+        x = np.ascontiguousarray(x, np.float32)
+        total = np.zeros(x.shape[0])
+        step = max(1, CHUNK_PAIRS // self.num_trees)
+        for start in range(0, x.shape[0], step):
+            part = x[start:start + step]
+            per_tree = self._chunk(part).reshape(self.num_trees, len(part))
+            sums = total[start:start + len(part)]
+            for tree_values in per_tree:
+                sums += tree_values
+        return total
+
     def _chunk(self, x: np.ndarray) -> np.ndarray:
         rows, trees = x.shape[0], self.num_trees
         point = np.tile(np.arange(rows, dtype=np.int64), trees)  # pair p = tree * rows + row
@@ -156,10 +173,11 @@ class Forest:
     def _ascend(self, x: np.ndarray, point: np.ndarray, leaf: np.ndarray) -> np.ndarray:
         """Expected codisp per pair: from the leaf up, ``E = p c + (1 - p) E`` while the row is outside the box.
 
-        Going up, boxes only grow, so a feature the row lies within stays so: after the first box (all
-        features), only the features the row was outside of are looked at again (``entries``), a handful
-        per pair instead of ``d`` per level. Distances are float32 (exact per feature: float32 differences,
-        as the JVM scorer computes them) summed in float64 feature by feature."""
+        Going up, boxes only grow, so a feature the row lies within stays so. The first ``DENSE_LEVELS`` boxes
+        above the leaf are compared on every feature (most features are outside such small boxes); after that
+        only the features the row was still outside of are looked at again (``entries``), a handful per pair
+        instead of ``d`` per level. Per-feature distances are float32 (exact: float32 differences, as the JVM
+        scorer computes them), summed in float64 feature by feature in feature order."""
         d = self.dim
         # the leaf: a row equal to its point is a duplicate (never cut off); any other row is cut off there
         duplicate = self._row_hash(x)[point] == self._leaf_hash[leaf]
@@ -171,30 +189,39 @@ class Forest:
         pair = np.flatnonzero(~duplicate & (self.parent[leaf] >= 0))
         if not len(pair):
             return expected
-        # the leaf's parent: every feature; then only the features the row was outside of
-        node = self.parent[leaf[pair]].astype(np.int64)
-        values = x[point[pair]]
-        gaps = np.maximum(self.lo[node], values)
-        gaps -= np.minimum(self.hi[node], values)
-        outside = np.bincount(np.repeat(np.arange(len(pair)), d), weights=gaps.reshape(-1), minlength=len(pair))
-        entry_pair, entry_dim = np.nonzero(gaps > 0)
-        entry_value = values[entry_pair, entry_dim]
-        gaps = gaps[entry_pair, entry_dim]
-        while True:
-            p = outside / (self.range_sum[node] + outside)
-            expected[pair] = p * self._cut_off[node] + (1.0 - p) * expected[pair]
-            up = self.parent[node]
-            going = (p > 0) & (up >= 0)  # outside this box and not at the root: on to the parent
-            if not going.any():
+        node = self.parent[leaf[pair]]
+        values = np.ascontiguousarray(x.T)[:, point[pair]]  # (d, pairs): sums over axis 0 go feature by feature
+        for _ in range(DENSE_LEVELS):
+            gaps = np.maximum(self._lo_t[:, node], values)
+            gaps -= np.minimum(self._hi_t[:, node], values)
+            going = self._step(expected, pair, node, gaps.sum(axis=0, dtype=np.float64))
+            if going is None:
                 return expected
-            renumber = np.cumsum(going) - 1
-            kept = going[entry_pair] & (gaps > 0)
-            entry_pair, entry_dim, entry_value = renumber[entry_pair[kept]], entry_dim[kept], entry_value[kept]
-            pair, node = pair[going], up[going].astype(np.int64)
-            at = (node * d)[entry_pair] + entry_dim
+            pair, node, values, gaps = pair[going], self.parent[node[going]], values[:, going], gaps[:, going]
+        entry_dim, entry_pair = np.nonzero(gaps > 0)
+        order = np.argsort(entry_pair, kind="stable")  # pair-major, features in order within a pair
+        entry_pair, entry_dim = entry_pair[order].astype(np.int32), entry_dim[order].astype(np.int32)
+        entry_value = values[entry_dim, entry_pair]
+        while True:
+            at = (node.astype(np.int64) * d)[entry_pair] + entry_dim
             gaps = np.maximum(self._lo_flat[at], entry_value)
             gaps -= np.minimum(self._hi_flat[at], entry_value)
-            outside = np.bincount(entry_pair, weights=gaps, minlength=len(pair))
+            going = self._step(expected, pair, node, np.bincount(entry_pair, weights=gaps, minlength=len(pair)))
+            if going is None:
+                return expected
+            renumber = (np.cumsum(going) - 1).astype(np.int32)
+            kept = going[entry_pair] & (gaps > 0)
+            entry_pair, entry_dim, entry_value = renumber[entry_pair[kept]], entry_dim[kept], entry_value[kept]
+            pair, node = pair[going], self.parent[node[going]]
+
+    def _step(self, expected: np.ndarray, pair: np.ndarray, node: np.ndarray,
+              outside: np.ndarray) -> np.ndarray | None:
+        """One node per pair: fold its separation probability into ``expected``; which pairs go on up (None:
+        none)."""
+        p = outside / (self.range_sum[node] + outside)
+        expected[pair] = p * self._cut_off[node] + (1.0 - p) * expected[pair]
+        going = (p > 0) & (self.parent[node] >= 0)  # outside this box and not at the root: on to the parent
+        return going if going.any() else None
 
     def _row_hash(self, x: np.ndarray) -> np.ndarray:
         return _row_hash(x, self._hash_weights)

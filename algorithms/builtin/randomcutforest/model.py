@@ -42,9 +42,7 @@ class RandomCutForestModel(Model):
     def predict(self, batch: Batch) -> dict[str, np.ndarray]:
         self.check_features(batch)
         x = check_finite(batch.dense(np.float32), "the batch")
-        total = np.zeros(len(x))
-        for tree_scores in self.forest.expected_codisp(x):  # summed tree by tree, as the JVM scorer does
-            total += tree_scores
+        total = self.forest.summed_codisp(x)  # summed tree by tree, as the JVM scorer does
         return {"score": (total * self.scale).astype(np.float32)}
 
     def to_arrays(self) -> dict[str, np.ndarray]:
