@@ -246,3 +246,13 @@ def test_bad_data_fails_naming_the_problem(digits, tmp_path):
     bad[4, 9] = np.inf
     with pytest.raises(ValueError, match=r"non-finite feature value \(inf\) in record 4 .*\(feature 9\)"):
         train("knn", base, labelled_channel(tmp_path / "inf", bad, y[:20]), str(tmp_path / "m3"))
+
+
+def test_accept_parameters_are_those_of_the_chosen_type():
+    from algorithms.serving.content import accept_parameters, choose_response_type
+
+    header = "text/csv;q=0.5, application/json; verbose=true; q=0.9"
+    chosen = choose_response_type(header)
+    assert chosen == "application/json" and accept_parameters(header, chosen) == {"verbose": "true"}
+    assert accept_parameters("*/*", choose_response_type("*/*")) == {}
+    assert accept_parameters(None, "application/json") == {}

@@ -42,7 +42,7 @@ HYPERPARAMETERS = HyperparameterSpec([
                        "those that divides the dimension and leaves at least 2 dimensions per sub-quantizer."),
     Hyperparameter("faiss_index_nprobe", int, default=AUTO, low=1, auto=True,
                    doc="IVF indexes: inverted lists searched per query (a spark_ml addition; SageMaker does not "
-                       "expose it). auto: max(8, nlists / 16). More lists, higher recall, slower search."),
+                       "expose it). auto: max(8, nlists / 128). More lists, higher recall, slower search."),
     Hyperparameter("mini_batch_size", int, default=5000, low=1,
                    doc="Records per streamed batch (sampling and test scoring); the results do not depend on it."),
 ])
@@ -104,7 +104,7 @@ def nlists(hp: dict[str, Any], rows: int) -> int:
 
 def nprobe(hp: dict[str, Any], lists: int) -> int:
     value = hp.get("faiss_index_nprobe")
-    wanted = max(8, math.ceil(lists / 16)) if value in (None, AUTO) else int(value)
+    wanted = max(8, math.ceil(lists / 128)) if value in (None, AUTO) else int(value)
     return max(1, min(wanted, lists))
 
 
