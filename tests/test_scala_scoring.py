@@ -255,10 +255,15 @@ def train_in_process(key: str, channel: str, model_dir: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(jvm, tmp_path_factory) -> dict[str, str]:
-    """The JVM writes the channels; K-Means trains through the Spark estimator, the others through the
-    training contract in process (faster, same algorithm code)."""
-    channels = jvm(_in_jvm_write_channels, str(tmp_path_factory.mktemp("channels")))
+def channels(jvm, tmp_path_factory) -> dict[str, str]:
+    """The datasets as channels the JVM data source wrote."""
+    return jvm(_in_jvm_write_channels, str(tmp_path_factory.mktemp("channels")))
+
+
+@pytest.fixture(scope="module")
+def trained(jvm, channels, tmp_path_factory) -> dict[str, str]:
+    """K-Means trains through the Spark estimator, the others through the training contract in process (faster,
+    same algorithm code)."""
     locations = {"kmeans": jvm(_in_jvm_fit, "kmeans", channels["cancer"])}
     for key, (data, *_) in ESTIMATORS.items():
         if key not in locations:
@@ -332,6 +337,85 @@ def test_a_python_saved_model_loads_in_the_jvm_and_pipelines_persist(jvm, traine
     artifact = next(copied.glob("*/artifact"))
     assert load_model(str(artifact)).to_arrays()["centroids"].tolist() == \
         load_model(trained["kmeans"]).to_arrays()["centroids"].tolist()
+
+
+# ----------------------------------------------------------------------------- Random Cut Forest and k-NN
+
+# key -> (dataset, spark_ml estimator, Params, Python Spark Model class): trained in process, scored both ways
+FORESTS_AND_NEIGHBOURS = {
+    "rcf": ("cancer", "RandomCutForest", {"numTrees": 50, "numSamplesPerTree": 64}, "RandomCutForestModel"),
+    "knn-flat": ("cancer", "KNNClassifier", {"k": 5, "sampleSize": 400}, "KNNClassifierModel"),
+    "knn-fjlt": ("diabetes", "KNNRegressor", {"k": 4, "sampleSize": 500, "dimensionReductionType": "fjlt",
+                                              "dimensionReductionTarget": 6}, "KNNRegressorModel"),
+    "knn-sign-cosine": ("iris", "KNNClassifier", {"k": 3, "sampleSize": 200, "dimensionReductionType": "sign",
+                                                  "dimensionReductionTarget": 3, "indexMetric": "COSINE"},
+                        "KNNClassifierModel"),
+}
+
+
+@jvm_task
+def _in_jvm_score_native(key: str, location: str) -> dict:
+    import spark_ml
+
+    data, _, _, model_class = FORESTS_AND_NEIGHBOURS[key]
+    x, y = dataset(data)
+    df = _frame(x, y, partitions=3, sparse_every=3)
+    python_out = getattr(spark_ml, model_class)(modelLocation=location).transform(df)
+    jvm_out = _jvm_frame(session().sparkContext._jvm.sparkml.scoring.ArtifactModel.load(location).transform(df._jdf))
+    return {"python_schema": python_out.schema.simpleString(), "jvm_schema": jvm_out.schema.simpleString(),
+            "python": _columns(python_out), "jvm": _columns(jvm_out)}
+
+
+@pytest.fixture(scope="module")
+def forests_and_neighbours(channels, tmp_path_factory) -> dict[str, str]:
+    locations = {}
+    for key, (data, estimator, params, _) in FORESTS_AND_NEIGHBOURS.items():
+        ESTIMATORS[key] = (data, estimator, params, None)  # what train_in_process reads
+        try:
+            locations[key] = train_in_process(key, channels[data], str(tmp_path_factory.mktemp(key)))
+        finally:
+            del ESTIMATORS[key]
+    return locations
+
+
+@pytest.mark.parametrize("key", list(FORESTS_AND_NEIGHBOURS))
+def test_jvm_scores_random_cut_forests_and_flat_knn_indexes_like_python(jvm, forests_and_neighbours, key):
+    """RCF: the same expected-codisp arithmetic, bit for bit. k-NN: the JVM compares the query with every indexed
+    vector in float64 where faiss uses float32, so distances agree to float32 rounding and the predictions (here:
+    rows without near-equal neighbour distances) are equal."""
+    pytest.importorskip("faiss", reason="faiss-cpu (the knn extra) is not installed")
+    out = jvm(_in_jvm_score_native, key, forests_and_neighbours[key])
+    assert out["jvm_schema"] == out["python_schema"]
+    name = "score" if key == "rcf" else "predicted_label"
+    native, python = np.asarray(out["jvm"][name]), np.asarray(out["python"][name])
+    if key == "rcf":
+        np.testing.assert_array_equal(native, python)
+    else:
+        assert (native == python).mean() >= 0.99, f"{key}: {(native != python).sum()} predictions differ"
+
+
+@jvm_task
+def _in_jvm_load_error(location: str) -> str:
+    try:
+        session().sparkContext._jvm.sparkml.scoring.ArtifactModel.load(location)
+    except Exception as exc:  # noqa: BLE001 - the text is what is compared
+        return str(exc)
+    return "no error"
+
+
+def test_ivf_knn_indexes_fail_at_load_pointing_to_the_endpoint(jvm, tmp_path):
+    pytest.importorskip("faiss", reason="faiss-cpu (the knn extra) is not installed")
+    x, y = dataset("iris")
+    channel = tmp_path / "channel"
+    from test_randomcutforest import labelled_channel
+
+    labelled_channel(channel, x, y)
+    env = TrainingEnv({"k": "3", "predictor_type": "classifier", "sample_size": "150", "index_type": "faiss.IVFFlat"},
+                      {"train": ChannelInput.from_channel("train", Channel.open(str(channel)))}, str(tmp_path / "m"))
+    run_builtin("knn", env)
+    error = jvm(_in_jvm_load_error, str(tmp_path / "m"))
+    assert "index.faiss: a faiss.IVFFlat index (faiss fourcc 'IwFl'); the JVM scores only faiss.Flat" in error
+    assert "EndpointModel" in error
 
 
 # ----------------------------------------------------------------------------------------------- bad input

@@ -72,6 +72,11 @@ class Model(ABC):
     def load(cls, directory: str, manifest: ArtifactManifest) -> Model:
         return cls.from_arrays(load_arrays(directory), manifest.hyperparameters, manifest.feature_dim)
 
+    def for_accept(self, parameters: dict[str, str]) -> Model:
+        """The model that answers a request whose ``Accept`` media type carried ``parameters`` (SageMaker's k-NN
+        answers ``Accept: application/json; verbose=true`` with more outputs); this model by default."""
+        return self
+
     def check_features(self, batch: Batch) -> None:
         if batch.feature_dim != self.feature_dim:
             raise ValueError(f"the model expects {self.feature_dim} features, got {batch.feature_dim}")

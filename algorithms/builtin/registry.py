@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .base import Algorithm
 
-# under algorithms.builtin
-MODULES = ("kmeans", "pca", "linear_learner", "factorization_machines", "xgboost", "lda", "ntm")
+MODULES = (  # under algorithms.builtin
+    "kmeans", "pca", "linear_learner", "factorization_machines", "xgboost", "lda", "ntm", "randomcutforest", "knn",
+)
 
 _ALGORITHMS: dict[str, type[Algorithm]] = {}
 

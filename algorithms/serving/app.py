@@ -20,7 +20,7 @@ import orjson
 from ..batch import Batch
 from ..builtin.base import Model
 from .compute import ComputeThread
-from .content import REQUEST_TYPES, RESPONSE_TYPES, choose_response_type, request_media_type
+from .content import REQUEST_TYPES, RESPONSE_TYPES, accept_parameters, choose_response_type, request_media_type
 from .decoders import decode_request
 from .encoders import encode_response
 from .errors import RequestError
@@ -88,17 +88,20 @@ class InferenceApp:
     async def invoke(self, scope, receive, send) -> None:
         headers = dict(scope["headers"])
         media = request_media_type(_text(headers.get(b"content-type")))
-        accept = choose_response_type(_text(headers.get(b"accept")))
+        accept_header = _text(headers.get(b"accept"))
+        accept = choose_response_type(accept_header)
         body = await read_body(receive, headers, self.max_payload_bytes)
-        answer = await self.compute.run(self.answer, body, media, accept)
+        answer = await self.compute.run(self.answer, body, media, accept, accept_parameters(accept_header, accept))
         await respond(send, 200, answer, accept.encode())
 
-    def answer(self, body: bytes, media, accept: str) -> bytes:
-        """The response body for a request body (over HTTP or handed over, see handoff.py); RequestError."""
+    def answer(self, body: bytes, media, accept: str, accept_params: dict[str, str] | None = None) -> bytes:
+        """The response body for a request body (over HTTP or handed over, see handoff.py); RequestError.
+        ``accept_params`` are the chosen Accept type's parameters (k-NN's ``verbose=true``)."""
         if len(body) > self.max_payload_bytes:
             raise RequestError(413, f"the body is {len(body)} bytes; this endpoint accepts at most "
                                     f"{self.max_payload_bytes}")
-        return predict(self.model, decode_request(body, media, self.model.feature_dim), accept)
+        model = self.model.for_accept(accept_params) if accept_params else self.model
+        return predict(model, decode_request(body, media, self.model.feature_dim), accept)
 
 
 def predict(model: Model, batch: Batch, accept: str) -> bytes:

@@ -59,6 +59,16 @@ def request_media_type(header: str | None) -> MediaType:
     return media
 
 
+def accept_parameters(accept: str | None, chosen: str) -> dict[str, str]:
+    """The parameters (other than ``q``) of the ``Accept`` entry that named ``chosen``, e.g. ``{"verbose": "true"}``
+    for ``application/json; verbose=true``; empty when a wildcard or nothing chose it."""
+    for item in (accept or "").split(","):
+        media = parse_media_type(item)
+        if media.type == chosen:
+            return {key: value for key, value in media.params.items() if key != "q"}
+    return {}
+
+
 def choose_response_type(accept: str | None, default: str = JSON) -> str:
     """The best response type the client accepts (q-values honoured); 406 when there is none."""
     if not accept or not accept.strip():

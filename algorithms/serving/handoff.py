@@ -27,7 +27,7 @@ from collections import deque
 
 import orjson
 
-from .content import RECORDIO_PROTOBUF, choose_response_type, request_media_type
+from .content import RECORDIO_PROTOBUF, accept_parameters, choose_response_type, request_media_type
 from .errors import RequestError
 
 log = logging.getLogger("algorithms.serving.handoff")
@@ -261,7 +261,7 @@ class _Peer:
         try:
             media = request_media_type(content_type)
             chosen = choose_response_type(accept)
-            return 200, chosen.encode(), app.answer(body, media, chosen)
+            return 200, chosen.encode(), app.answer(body, media, chosen, accept_parameters(accept, chosen))
         except RequestError as exc:
             return exc.status, b"application/json", orjson.dumps({"error": exc.message})
         except Exception as exc:  # noqa: BLE001 - a server bug answers 500, as over HTTP, and the server goes on

@@ -17,6 +17,8 @@ from .builtin import (
     LinearLearnerRegressorModel,
     PCAModel,
 )
+from .knn import KNNClassifier, KNNClassifierModel, KNNRegressor, KNNRegressorModel
+from .randomcutforest import RandomCutForest, RandomCutForestModel
 from .script import AlgorithmEstimator, ScriptEstimator, UserCodeModel
 from .topics import LDA, NTM, LDAModel, NTMModel
 from .xgboost import XGBoostClassifier, XGBoostClassifierModel, XGBoostRegressor, XGBoostRegressorModel
@@ -31,6 +33,10 @@ __all__ = [
     "KMeansModel",
     "LDA",
     "LDAModel",
+    "KNNClassifier",
+    "KNNClassifierModel",
+    "KNNRegressor",
+    "KNNRegressorModel",
     "LinearLearnerBinaryClassifier",
     "LinearLearnerBinaryClassifierModel",
     "LinearLearnerMultiClassClassifier",
@@ -41,6 +47,8 @@ __all__ = [
     "NTMModel",
     "PCA",
     "PCAModel",
+    "RandomCutForest",
+    "RandomCutForestModel",
     "SageMakerEstimator",
     "SageMakerModel",
     "ScriptEstimator",

@@ -23,7 +23,7 @@ from algorithms.channel import Channel
 from algorithms.hyperparameters import AUTO, HyperparameterError, HyperparameterSpec
 
 from ..runner import TrainingRequest, TrainingResult, run_training
-from .channel_fit import NONE, REQUIRED, ChannelFitEstimator
+from .channel_fit import IF_PRESENT, NONE, REQUIRED, ChannelFitEstimator
 from .params import CommonParams, DeclaredParam, ParamError, declared_hyperparameter_params, setting_param
 from .scoring import score_dataframe
 
@@ -79,7 +79,8 @@ class SageMakerEstimator(ChannelFitEstimator, MLWritable, MLReadable):
                              f"{feature_dim} features")
         if "feature_dim" in spec and raw.get("feature_dim") in (None, AUTO):
             stand_in = feature_dim is None
-            raw["feature_dim"] = _UNKNOWN_DIM if stand_in else feature_dim
+            most = spec["feature_dim"].high  # the stand-in must itself be a valid feature_dim (RCF allows 10000)
+            raw["feature_dim"] = (_UNKNOWN_DIM if most is None else int(most)) if stand_in else feature_dim
         try:
             parsed = builtin.get(self._algorithm).validate(raw)  # ranges and cross-hyperparameter rules
         except HyperparameterError as exc:
@@ -99,7 +100,9 @@ class SageMakerEstimator(ChannelFitEstimator, MLWritable, MLReadable):
         # every check that needs no data happens here, before any Spark job
         self.hyperparameters(_feature_dim_hint(data.get("train"), self.getOrDefault(self.featuresCol)))
         spark = self._session(data)
-        labels = REQUIRED if builtin.get(self._algorithm).supervised else NONE
+        # supervised algorithms need labels everywhere; unsupervised ones may evaluate on labels (RCF's test channel)
+        supervised = builtin.get(self._algorithm).supervised
+        labels = {name: REQUIRED if supervised else (NONE if name == "train" else IF_PRESENT) for name in data}
         channels, staged, seconds = self._stage(spark, data, labels, self._algorithm)
         try:
             hps = self.hyperparameters(channels["train"].feature_dim if "train" in channels else None)

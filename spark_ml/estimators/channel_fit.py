@@ -66,8 +66,10 @@ class ChannelFitEstimator(Estimator, CommonParams):
             raise RuntimeError("no active Spark session: create one before fitting on channels")
         return active
 
-    def _stage(self, spark, data: dict, labels: str, prefix: str) -> tuple[dict[str, Channel], list[str], float]:
-        """Channels for every entry (DataFrames written under ``stagingDir``); the staged folders; seconds spent."""
+    def _stage(self, spark, data: dict, labels: str | dict[str, str],
+               prefix: str) -> tuple[dict[str, Channel], list[str], float]:
+        """Channels for every entry (DataFrames written under ``stagingDir``); the staged folders; seconds spent.
+        ``labels`` is the label handling of every channel, or of each channel by name (NONE when unnamed)."""
         started = time.perf_counter()
         channels: dict[str, Channel] = {}
         staged: list[str] = []
@@ -78,7 +80,8 @@ class ChannelFitEstimator(Estimator, CommonParams):
             elif isinstance(value, DataFrame):
                 if not staged:
                     staged.append(folder)
-                channels[name] = self._write_channel(value, fsutil.join(folder, name), labels)
+                mode = labels.get(name, NONE) if isinstance(labels, dict) else labels
+                channels[name] = self._write_channel(value, fsutil.join(folder, name), mode)
             else:
                 raise TypeError(f"channel {name}: expected a DataFrame or a Channel, got {type(value).__name__}")
         return channels, staged, time.perf_counter() - started

@@ -60,10 +60,15 @@ object ArtifactManifest {
     Option(doc.get(key)).filter(_.isTextual).map(_.asText)
 }
 
-/** A model artifact as read from its folder: the manifest and the arrays of `model.npz`. */
-final case class Artifact(location: String, manifest: ArtifactManifest, arrays: Map[String, NpyArray]) {
+/** A model artifact as read from its folder: the manifest, its numeric arrays (`model.npz`, any other `.npz`
+ * entries and `.npy` files, by name) and its other files as bytes (k-NN's `index.faiss`). */
+final case class Artifact(location: String, manifest: ArtifactManifest, arrays: Map[String, NpyArray],
+                          blobs: Map[String, Array[Byte]] = Map.empty) {
   def array(name: String): NpyArray = arrays.getOrElse(name, throw new ArtifactException(
     s"$location: ${manifest.algorithm} model has no '$name' array (arrays: ${arrays.keys.toSeq.sorted.mkString(", ")})"))
+
+  def blob(name: String): Array[Byte] = blobs.getOrElse(name, throw new ArtifactException(
+    s"$location: the ${manifest.algorithm} artifact has no file '$name' (files: ${manifest.files.mkString(", ")})"))
 }
 
 /** Reading and copying artifact folders on any Hadoop file system (local paths, `file:`, `hdfs:`, `s3a:` …). */
@@ -79,16 +84,25 @@ object Artifact {
         "that wrote it may have failed)")
     }
     val manifest = ArtifactManifest.parse(readText(fs, manifestPath), s"$location/${ArtifactManifest.FileName}")
-    if (!manifest.files.contains(ArraysFile)) {
+    Scorer.requireNative(location, manifest.algorithm)
+    val numeric = manifest.files.filter(name => name.endsWith(".npz") || name.endsWith(".npy"))
+    if (numeric.isEmpty) {
       throw new ArtifactException(s"$location: the ${manifest.algorithm} artifact lists no $ArraysFile (files: " +
         s"${manifest.files.mkString(", ")}); only artifacts of numeric arrays are scored natively")
     }
-    val arraysPath = new Path(root, ArraysFile)
-    val bytes = try readBytes(fs, arraysPath) catch {
+    def bytes(name: String): Array[Byte] = try readBytes(fs, new Path(root, name)) catch {
       case _: FileNotFoundException =>
-        throw new ArtifactException(s"$location: the manifest lists $ArraysFile but the file is missing")
+        throw new ArtifactException(s"$location: the manifest lists $name but the file is missing")
     }
-    Artifact(location, manifest, Npz.read(bytes, s"$location/$ArraysFile"))
+    val arrays = numeric.flatMap { name =>
+      if (name.endsWith(".npz")) Npz.read(bytes(name), s"$location/$name").toSeq
+      else {
+        val stem = name.stripSuffix(".npy")
+        Seq(stem -> Npy.read(bytes(name), s"$location/$name", stem))
+      }
+    }.toMap
+    val blobs = manifest.files.filterNot(numeric.contains).map(name => name -> bytes(name)).toMap
+    Artifact(location, manifest, arrays, blobs)
   }
 
   /** Copies the artifact's files, then its manifest last (a destination without a manifest is no model). */

@@ -11,7 +11,8 @@ import org.apache.spark.sql.types.{StringType, StructField, StructType}
 import sparkml.recordio.Quote
 
 /** Scores a DataFrame natively on the JVM with a model artifact the Python side saved (K-Means, PCA, Linear
- * Learner, Factorization Machines), adding the same output columns as the Python Spark Model's `transform`:
+ * Learner, Factorization Machines, Random Cut Forest, k-NN with a `faiss.Flat` index), adding the same output
+ * columns as the Python Spark Model's `transform`:
  * SageMaker's output names, scalars as doubles and vectors as ML vectors, with the same values.
  *
  * {{{
@@ -111,7 +112,7 @@ object ArtifactModel extends MLReadable[ArtifactModel] {
 
   override def load(path: String): ArtifactModel = super.load(path)
 
-  /** Reads an artifact folder (`manifest.json` + `model.npz`), or a saved model: a `metadata/` folder as Spark
+  /** Reads an artifact folder (`manifest.json` + `model.npz`, or k-NN's files), or a saved model: a `metadata/` folder as Spark
    * ML writes it plus the artifact (this class's writer, or a spark_ml Python model's `save`). */
   private class Reader extends MLReader[ArtifactModel] {
     override def load(path: String): ArtifactModel = {

@@ -32,22 +32,39 @@ trait Scorer extends Serializable {
 }
 
 object Scorer {
-  val Algorithms: Seq[String] = Seq("kmeans", "pca", "linear-learner", "factorization-machines")
+  val Algorithms: Seq[String] = Seq("kmeans", "pca", "linear-learner", "factorization-machines", "randomcutforest",
+    "knn")
+
+  /** Fails, naming the alternative, for an algorithm that has no JVM scorer (before its files are read). */
+  def requireNative(location: String, algorithm: String): Unit =
+    if (!Algorithms.contains(algorithm)) {
+      throw new ArtifactException(s"$location: algorithm '$algorithm' has no native JVM scorer (it has: " +
+        s"${Algorithms.mkString(", ")}); score it through its endpoint with sparkml.endpoint.EndpointModel")
+    }
 
   def fromArtifact(artifact: Artifact): Scorer = {
     val m = artifact.manifest
     val dim = m.featureDim.getOrElse(throw new ArtifactException(
       s"${artifact.location}: the manifest records no feature_dim"))
+    requireNative(artifact.location, m.algorithm)
     m.algorithm match {
       case "kmeans" => KMeansScorer(artifact, dim)
       case "pca" => PCAScorer(artifact, dim)
       case "linear-learner" => LinearLearnerScorer(artifact, dim)
       case "factorization-machines" => FactorizationMachinesScorer(artifact, dim)
-      case other =>
-        throw new ArtifactException(s"${artifact.location}: algorithm '$other' has no native JVM scorer (it has: " +
-          s"${Algorithms.mkString(", ")}); score it through its endpoint with sparkml.endpoint.EndpointModel")
+      case "randomcutforest" => RandomCutForestScorer(artifact, dim)
+      case "knn" => KNNScorer(artifact, dim)
     }
   }
+
+  /** A row's features as a dense array of `featureDim` values (zeros where a sparse row has no entry). */
+  private[scoring] def densify(x: FeatureRow, out: Array[Double]): Unit =
+    if (x.isDense) System.arraycopy(x.values, 0, out, 0, x.size)
+    else {
+      java.util.Arrays.fill(out, 0, x.size, 0.0)
+      var e = 0
+      while (e < x.nnz) { out(x.indices(e)) = x.values(e); e += 1 }
+    }
 
   /** `x · column` of a row-major `(featureDim, width)` matrix, for one row of features. */
   private[scoring] def dotColumns(x: FeatureRow, matrix: Array[Double], width: Int, out: Array[Double]): Unit = {
