@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .base import Algorithm
 
-MODULES = ("kmeans", "pca", "linear_learner", "factorization_machines", "xgboost")  # under algorithms.builtin
+MODULES = (  # under algorithms.builtin
+    "kmeans", "pca", "linear_learner", "factorization_machines", "xgboost",
+    "seq2seq",
+)
 
 _ALGORITHMS: dict[str, type[Algorithm]] = {}
 

@@ -82,6 +82,9 @@ class Task(Protocol):
         """Metrics (SageMaker names, e.g. ``validation:accuracy``), the same on every worker (reduce them
         through the collectives). Called on every worker at once; the network is in eval mode."""
 
+    # Optional: ``training_metric(name, mean) -> float`` turns a training statistic's mean over the epoch into
+    # the reported value (Seq2Seq reports the perplexity exp(mean cross-entropy)); without it the mean is.
+
 
 @dataclass
 class TrainingOutcome:
@@ -184,7 +187,7 @@ class Trainer:
                     model.train()
                     if loop.stopped:
                         break
-            self._report_training(sums, epoch)
+            self._report_training(sums, epoch, getattr(task, "training_metric", None))
             loop.epoch += 1
             loop.batch_in_epoch = 0
             schedule.after_epoch(epoch)
@@ -272,7 +275,7 @@ class Trainer:
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return bool(flag.item())
 
-    def _report_training(self, sums: dict[str, list[float]], epoch: int) -> None:
+    def _report_training(self, sums: dict[str, list[float]], epoch: int, convert=None) -> None:
         names = sorted(sums)
         if self.distributed:  # every worker reports the names rank 0 saw (all compute the same statistics)
             names = self.env.collectives.broadcast_object_json(names)
@@ -282,7 +285,8 @@ class Trainer:
         for i, name in enumerate(names):
             total, count = totals[2 * i], totals[2 * i + 1]
             if count > 0:
-                self.env.reporter.metric(f"train:{name}", float(total / count), epoch=epoch)
+                value = float(total / count)
+                self.env.reporter.metric(f"train:{name}", convert(name, value) if convert else value, epoch=epoch)
 
 
 @dataclass
