@@ -18,6 +18,7 @@ from .builtin import (
     PCAModel,
 )
 from .script import AlgorithmEstimator, ScriptEstimator, UserCodeModel
+from .seq2seq import Seq2Seq, Seq2SeqModel
 from .xgboost import XGBoostClassifier, XGBoostClassifierModel, XGBoostRegressor, XGBoostRegressorModel
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "SageMakerEstimator",
     "SageMakerModel",
     "ScriptEstimator",
+    "Seq2Seq",
+    "Seq2SeqModel",
     "UserCodeModel",
     "XGBoostClassifier",
     "XGBoostClassifierModel",
