@@ -91,7 +91,7 @@ class Seq2SeqModel(Model):
                 matrix = None
                 if attention:
                     n_src = len(ids[j]) - 1  # the source's tokens, without the </s> the network saw last
-                    matrix = result.attention[j][:, :n_src].float().cpu().numpy()
+                    matrix = np.ascontiguousarray(result.attention[j][:, :n_src].float().cpu().numpy())
                 out[r] = Translation(result.tokens[j], matrix)
         return out  # type: ignore[return-value]
 

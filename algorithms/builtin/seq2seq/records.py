@@ -3,7 +3,8 @@
 SageMaker's example preprocessing writes one Record per sentence pair, each side a dense ``int32_tensor`` of
 token ids (no ``<s>`` / ``</s>``: the algorithm adds them), and inference requests and responses carry
 ``source`` in and ``target`` out the same way. :func:`encode` writes the bytes the protobuf runtime
-serializes for such a Record (``tests/test_seq2seq_records.py`` checks that against the real SDK's files);
+serializes for such a Record with its map keys in order (``SerializeToString(deterministic=True)``; the
+SDK may write the two entries in either order, which reads the same);
 :func:`decode` reads any Record through the protobuf runtime, so records with other fields (uid, labels,
 keys in either order) read too, and a bad one is named by its index and byte offset.
 """
