@@ -166,8 +166,9 @@ def test_the_three_content_types_answer_as_sagemaker_documents(golden_model):
     app = InferenceApp(model)
     sentences = ["1 2 3 4", "9 9 8", "5 x 5", " ".join(["7"] * 30)]
     expected = [text for text, _ in model.translate(sentences)]
-    body = orjson.dumps({"instances": [{"data": s} for s in sentences[:2]] +
-                         [{"data": sentences[2], "configuration": {"attention_matrix": "true"}}, {"data": sentences[3]}]})
+    instances = [{"data": s} for s in sentences]
+    instances[2]["configuration"] = {"attention_matrix": "true"}
+    body = orjson.dumps({"instances": instances})
     kind, got = answer(app, body, "application/json")
     doc = orjson.loads(got)
     assert kind == "application/json" and [p["target"] for p in doc["predictions"]] == expected
