@@ -129,10 +129,9 @@ def test_bad_columns_and_params_fail_before_training(spark):
 
 def test_a_sentencepiece_tokenizer_travels_in_the_vocab_channel(spark, tmp_path):
     sentencepiece = pytest.importorskip("sentencepiece")
-    from spark_ml.seq2seq_channels import count_tokens, write_pairs, write_vocab
-
     from algorithms.builtin.seq2seq.tokenize import Tokenizer
     from algorithms.builtin.seq2seq.vocab import Vocabulary
+    from spark_ml.seq2seq_channels import count_tokens, write_pairs, write_vocab
 
     text = tmp_path / "corpus.txt"
     text.write_text("\n".join(["one two three", "four five six", "seven eight nine ten"] * 50))

@@ -47,8 +47,15 @@ class Seq2SeqModel(SageMakerModel, _TranslationParams):
 
     Examples
     --------
-    >>> model = spark_ml.Seq2Seq(...).fit(pairs)                                     # doctest: +SKIP
-    >>> model.setAttentionCol("attention").transform(df).select("translation")      # doctest: +SKIP
+    >>> import spark_ml
+    >>> pairs = spark.createDataFrame([("1 2 3", "one two three"), ("3 2", "three two")] * 20, ["source", "target"])
+    >>> model = spark_ml.Seq2Seq(encoderType="cnn", decoderType="cnn", cnnNumHidden=16, numEmbedSource=16,
+    ...                          numEmbedTarget=16, batchSize=8, maxNumBatches=5).fit(pairs)
+    >>> model.sourceVocabulary
+    ['<pad>', '<unk>', '<s>', '</s>', '3', '2', '1']
+    >>> row = model.setAttentionCol("attention").transform(pairs).first()
+    >>> len(row.attention) == len(row.translation.split()), len(row.attention[0]) == len(row.source.split())
+    (True, True)
     """
 
     @property
@@ -117,12 +124,17 @@ class Seq2Seq(SageMakerEstimator, _TranslationParams):
     Examples
     --------
     >>> import spark_ml
-    >>> pairs = spark.createDataFrame([("1 2 3", "1 2 3"), ("4 5", "4 5")] * 200, ["source", "target"])
-    >>> s2s = spark_ml.Seq2Seq(encoderType="transformer", decoderType="transformer", transformerModelSize=32,
-    ...                        transformerAttentionHeads=4, transformerFeedForwardNumHidden=64, numEmbedSource=32,
-    ...                        numEmbedTarget=32, maxNumBatches=20, checkpointFrequencyNumBatches=10)
-    >>> model = s2s.fit(pairs)                                                       # doctest: +SKIP
-    >>> model.transform(pairs).select("source", "translation").first()              # doctest: +SKIP
+    >>> pairs = spark.createDataFrame([("1 2 3", "one two three"), ("3 2", "three two")] * 20, ["source", "target"])
+    >>> s2s = spark_ml.Seq2Seq(encoderType="transformer", decoderType="transformer", transformerModelSize=16,
+    ...                        transformerAttentionHeads=2, transformerFeedForwardNumHidden=32, numEmbedSource=16,
+    ...                        numEmbedTarget=16, batchSize=8, maxNumBatches=5, checkpointFrequencyNumBatches=5)
+    >>> model = s2s.fit(pairs)
+    >>> model.targetVocabulary
+    ['<pad>', '<unk>', '<s>', '</s>', 'two', 'three', 'one']
+    >>> sorted(model.metrics)
+    ['train:perplexity', 'validation:accuracy', 'validation:perplexity']
+    >>> model.transform(pairs).columns
+    ['source', 'target', 'translation']
     """
 
     _algorithm = "seq2seq"

@@ -164,7 +164,10 @@ class Seq2SeqTask:
         if self.hp["training_metric"] == "accuracy":
             hits = float(((flat.argmax(-1) == gold) & (gold != 0)).sum())
             return loss, {"accuracy": (hits, tokens)}
-        nll = float(F.cross_entropy(flat.detach(), gold, ignore_index=0, reduction="sum"))
+        if self.hp["label_smoothing"]:  # the smoothed loss is not the likelihood: compute that apart
+            nll = float(F.cross_entropy(flat.detach(), gold, ignore_index=0, reduction="sum"))
+        else:
+            nll = float(loss.detach()) * tokens
         return loss, {"perplexity": (nll, tokens)}
 
     def training_metric(self, name: str, mean: float) -> float:
