@@ -121,7 +121,7 @@ def test_without_torch_every_builtin_imports_and_gpu_workers_fail_clearly():
     env = {k: v for k, v in os.environ.items() if k != ENV}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     lines = out.stdout.splitlines()
-    assert lines[0] == "['factorization-machines', 'kmeans', 'linear-learner', 'pca', 'xgboost']"
+    assert lines[0] == "['factorization-machines', 'kmeans', 'linear-learner', 'pca', 'seq2seq', 'xgboost']"
     assert lines[1].startswith("this worker was given a GPU: the array backend needs torch but torch is not "
                                "installed (pip install 'spark-ml[deep]')")
     assert f"set {ENV}=numpy" in lines[1]

