@@ -135,6 +135,18 @@ def test_a_channel_written_by_the_real_sdk_trains_unchanged(golden_model):
     assert reporter.values("validation:perplexity")[-1] < 1.2
 
 
+def test_predict_on_padded_id_rows_is_translation(golden_model):
+    from algorithms.batch import Batch
+    from algorithms.builtin.seq2seq.data import pad
+
+    model = golden_model[0]
+    sources = [model.source_vocab.encode(s.split()) for s in ("1 2 3", "9", "4 4 4 4")]
+    out = model.predict(Batch(pad(sources)))["target"]
+    expected = [t.tokens for t in model.translate_ids(sources)]
+    assert out.dtype == np.int32 and out.shape == (3, max(len(t) for t in expected))
+    assert [row[row != 0].tolist() for row in out] == expected
+
+
 def test_a_vocab_channel_without_its_files_fails_clearly(tmp_path):
     files = golden_files()
     files["vocab"] = files["vocab"][:1]

@@ -82,6 +82,8 @@ class Task(Protocol):
         """Metrics (SageMaker names, e.g. ``validation:accuracy``), the same on every worker (reduce them
         through the collectives). Called on every worker at once; the network is in eval mode."""
 
+    # Optional: ``num_batches(epoch) -> int``, this worker's batches in ``epoch`` (what ``batches`` will yield),
+    # lets the workers agree on the epoch's length once instead of before every update.
     # Optional: ``training_metric(name, mean) -> float`` turns a training statistic's mean over the epoch into
     # the reported value (Seq2Seq reports the perplexity exp(mean cross-entropy)); without it the mean is.
 
@@ -147,9 +149,13 @@ class Trainer:
             sums: dict[str, list[float]] = {}
             seen = 0
             batches = _Rounds(task, epoch, skip=loop.batch_in_epoch)
+            planned = self._planned_batches(task, epoch)
             while True:
                 batch = batches.next_fresh_or_repeat()
-                if not self._anyone_has_fresh(batches.fresh):
+                if planned is not None:  # every worker knows the epoch's length: no agreement per update
+                    if loop.batch_in_epoch >= planned:
+                        break
+                elif not self._anyone_has_fresh(batches.fresh):
                     break
                 if batch is None:
                     raise RuntimeError(f"worker {env.rank} has no training records, so it cannot take part "
@@ -268,6 +274,17 @@ class Trainer:
         from ..training.distributed import init_torch_process_group
 
         return init_torch_process_group(self.env.collectives, self.env.address, self.device.type)
+
+    def _planned_batches(self, task, epoch: int) -> int | None:
+        """The epoch's updates when the task can count its batches ahead (``num_batches(epoch)``): the most any
+        worker has, agreed in one all-reduce, instead of one small all-reduce before every update."""
+        count = getattr(task, "num_batches", None)
+        if count is None:
+            return None
+        own = int(count(epoch))
+        if not self.distributed:
+            return own
+        return int(self.env.collectives.allreduce(np.array([own], np.float64), op="max")[0])
 
     def _anyone_has_fresh(self, fresh: bool) -> bool:
         if not self.distributed:

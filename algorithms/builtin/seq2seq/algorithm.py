@@ -112,6 +112,7 @@ class Seq2SeqTask:
         self.train, self.validation = train, validation
         self.source, self.target = source, target
         self.batch_size = max(1, math.ceil(hp["batch_size"] / env.world_size))
+        self._planned: tuple[int, list[np.ndarray]] | None = None  # (epoch, its batches' rows)
         sample = hp["bleu_sample_size"]
         if sample == 0 and hp["optimized_metric"] == "bleu":
             sample = -1
@@ -138,11 +139,20 @@ class Seq2SeqTask:
             return optim.InverseTime(optimizer, half_life)
         return optim.InverseTime(optimizer, max(1, half_life // 3), sqrt=True)  # lr / sqrt(1 + 3 t / half_life)
 
+    def _epoch(self, epoch: int) -> list[np.ndarray]:
+        if self._planned is None or self._planned[0] != epoch:
+            hp = self.hp
+            self._planned = (epoch, epoch_batches(self.train, self.batch_size, hp["bucketing_enabled"],
+                                                  hp["bucket_width"], hp["max_seq_len_source"],
+                                                  hp["max_seq_len_target"], SEED * 1000 + self.env.rank, epoch))
+        return self._planned[1]
+
+    def num_batches(self, epoch: int) -> int:
+        return len(self._epoch(epoch))
+
     def batches(self, epoch: int):
         hp = self.hp
-        for rows in epoch_batches(self.train, self.batch_size, hp["bucketing_enabled"], hp["bucket_width"],
-                                  hp["max_seq_len_source"], hp["max_seq_len_target"], SEED * 1000 + self.env.rank,
-                                  epoch):
+        for rows in self._epoch(epoch):
             yield len(rows), make_batch([self.train.sources[r] for r in rows], [self.train.targets[r] for r in rows],
                                         hp["max_seq_len_source"], hp["max_seq_len_target"], self.target.bos,
                                         self.target.eos, self.source.eos)
