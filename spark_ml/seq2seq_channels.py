@@ -54,9 +54,20 @@ def count_tokens(df: DataFrame, column: str, tokenizer: Tokenizer) -> Counter:
 
 def write_pairs(df: DataFrame, path: str, source_col: str, target_col: str, source_vocab: Vocabulary,
                 target_vocab: Vocabulary, tokenizer: Tokenizer, min_shards: int) -> Channel:
-    """A recordIO-protobuf channel of the pairs, one shard per partition (at least ``min_shards``)."""
-    if df.rdd.getNumPartitions() < min_shards:
-        df = df.repartition(min_shards)
+    """A recordIO-protobuf channel of the pairs, one shard per non-empty partition; when that gives fewer than
+    ``min_shards`` shards (every worker needs one), the pairs are spread over ``min_shards`` partitions and
+    written again (rare, so cheaper than always shuffling; DataFrame APIs only, so Spark Connect works)."""
+    channel = _write_pairs(df, path, source_col, target_col, source_vocab, target_vocab, tokenizer)
+    if len(channel.shards()) < min_shards and (channel.num_records or 0) >= min_shards:
+        fs, root = fsutil.resolve(path)
+        fsutil.delete_dir_quietly(fs, root)
+        channel = _write_pairs(df.repartition(min_shards), path, source_col, target_col, source_vocab, target_vocab,
+                               tokenizer)
+    return channel
+
+
+def _write_pairs(df: DataFrame, path: str, source_col: str, target_col: str, source_vocab: Vocabulary,
+                 target_vocab: Vocabulary, tokenizer: Tokenizer) -> Channel:
     model, src_ids, tgt_ids = tokenizer.model_bytes, source_vocab.ids, target_vocab.ids
     job = uuid.uuid4().hex[:8]
 
@@ -84,7 +95,10 @@ def write_pairs(df: DataFrame, path: str, source_col: str, target_col: str, sour
                     data = records.encode(source=[s for s, _ in pairs], target=[t for _, t in pairs])
                     out.write(data)
                     count, size = count + len(pairs), size + len(data)
-        fs.move(tmp, final)
+        if count:
+            fs.move(tmp, final)
+        else:  # an empty partition makes no shard (a worker dealt only empty shards could not train)
+            fs.delete_file(tmp)
         yield pa.RecordBatch.from_arrays([pa.array([name]), pa.array([count], pa.int64()),
                                           pa.array([size], pa.int64())], ["path", "records", "bytes"])
 
@@ -93,7 +107,8 @@ def write_pairs(df: DataFrame, path: str, source_col: str, target_col: str, sour
     fs, root = fsutil.resolve(path)
     fs.create_dir(root, recursive=True)
     rows = df.select(source_col, target_col).mapInArrow(write, schema).collect()
-    shards = tuple(Shard(r["path"], int(r["records"]), int(r["bytes"])) for r in sorted(rows, key=lambda r: r["path"]))
+    shards = tuple(Shard(r["path"], int(r["records"]), int(r["bytes"]))
+                   for r in sorted(rows, key=lambda r: r["path"]) if r["records"])
     manifest = Manifest(RECORDIO_PROTOBUF, shards, extra={"seq2seq": {"source": source_col, "target": target_col}})
     fsutil.write_bytes_atomic(fs, _child(fs, root, MANIFEST), manifest.to_json().encode())
     return Channel.open(path)
