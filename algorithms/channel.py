@@ -23,7 +23,7 @@ MANIFEST_FORMAT = "spark_ml.channel"
 MANIFEST_VERSION = 1
 
 _EXTENSIONS = {".pbr": RECORDIO_PROTOBUF, ".rec": RECORDIO_IMAGE, ".csv": CSV, ".libsvm": LIBSVM,
-               ".svm": LIBSVM, ".txt": None}
+               ".svm": LIBSVM, ".txt": None, ".json": "application/json"}  # .json: Seq2Seq's vocab channel
 
 
 def base_content_type(content_type: str) -> str:

@@ -45,6 +45,8 @@ _EXPORTS = {
     "LinearLearnerRegressorModel": "spark_ml.estimators",
     "PCAModel": "spark_ml.estimators",
     "ScriptEstimator": "spark_ml.estimators",
+    "Seq2Seq": "spark_ml.estimators",
+    "Seq2SeqModel": "spark_ml.estimators",
     "UserCodeModel": "spark_ml.estimators",
     "LDA": "spark_ml.estimators",
     "LDAModel": "spark_ml.estimators",

@@ -294,3 +294,20 @@ def test_prefetch_keeps_order_raises_the_producers_error_and_stops_with_the_cons
     count = len(produced)
     assert len(produced) == count and threading.active_count() <= before
     assert count <= 5 + 2 + 1  # never more than depth ahead
+
+
+class CountedBlobs(Blobs):
+    """The same task, telling its epoch's length ahead (the trainer then skips the per-update agreement)."""
+
+    def num_batches(self, epoch):
+        return -(-len(self.x) // self.batch)
+
+
+def test_a_task_that_counts_its_batches_trains_exactly_as_one_that_does_not(tmp_path, data):
+    x, y, x_val, y_val = data
+    settings = TrainSettings(max_epochs=3, objective="validation:accuracy", maximize=True, keep_best=False)
+    plain = Trainer(env_for(tmp_path / "a"), settings).fit(Blobs(env_for(tmp_path / "a"), x, y, x_val, y_val))
+    counted = Trainer(env_for(tmp_path / "b"), settings).fit(CountedBlobs(env_for(tmp_path / "b"), x, y, x_val, y_val))
+    assert plain.steps == counted.steps == 3 * 19
+    for name, value in counted.network.state_dict().items():
+        torch.testing.assert_close(value, plain.network.state_dict()[name], rtol=0, atol=0)

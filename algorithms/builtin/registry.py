@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 MODULES = (  # under algorithms.builtin
     "kmeans", "pca", "linear_learner", "factorization_machines", "xgboost", "lda", "ntm", "randomcutforest", "knn",
+    "seq2seq",
 )
 
 _ALGORITHMS: dict[str, type[Algorithm]] = {}

@@ -19,9 +19,9 @@ import orjson
 
 from ..batch import Batch
 from ..builtin.base import Model
+from .codecs import codec_for
 from .compute import ComputeThread
-from .content import REQUEST_TYPES, RESPONSE_TYPES, accept_parameters, choose_response_type, request_media_type
-from .decoders import decode_request
+from .content import MediaType, accept_parameters, request_media_type
 from .encoders import encode_response
 from .errors import RequestError
 from .http import ClientDisconnected, read_body, respond, respond_error
@@ -33,13 +33,14 @@ DEFAULT_MAX_PAYLOAD = 6 * 1024 * 1024  # SageMaker's real-time limit is about 6 
 
 def model_metadata(model: Model) -> dict:
     """What a client needs to read this model's responses (the Spark side builds its schema from it)."""
+    codec = codec_for(model)
     return {
         "algorithm": model.algorithm,
         "feature_dim": model.feature_dim,
         "outputs": [{"name": o.name, "kind": o.kind, "dtype": o.dtype} for o in model.outputs],
         "json_envelope": model.json_envelope,
-        "request_content_types": list(REQUEST_TYPES),
-        "response_content_types": list(RESPONSE_TYPES),
+        "request_content_types": list(codec.request_types),
+        "response_content_types": list(codec.response_types),
     }
 
 
@@ -48,6 +49,7 @@ class InferenceApp:
 
     def __init__(self, model: Model, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD):
         self.model = model
+        self.codec = codec_for(model)
         self.max_payload_bytes = int(max_payload_bytes)
         self.compute = ComputeThread()  # requests compute there, in arrival order; the loop answers /ping
         self.metadata = orjson.dumps(model_metadata(model))
@@ -89,19 +91,22 @@ class InferenceApp:
         headers = dict(scope["headers"])
         media = request_media_type(_text(headers.get(b"content-type")))
         accept_header = _text(headers.get(b"accept"))
-        accept = choose_response_type(accept_header)
+        accept = self.negotiate(media, accept_header)
         body = await read_body(receive, headers, self.max_payload_bytes)
         answer = await self.compute.run(self.answer, body, media, accept, accept_parameters(accept_header, accept))
         await respond(send, 200, answer, accept.encode())
 
-    def answer(self, body: bytes, media, accept: str, accept_params: dict[str, str] | None = None) -> bytes:
+    def negotiate(self, media: MediaType, accept: str | None) -> str:
+        """The response's content type (the model's codec decides; 406 when it cannot answer as asked)."""
+        return self.codec.response_type(media, accept)
+
+    def answer(self, body: bytes, media: MediaType, accept: str, accept_params: dict[str, str] | None = None) -> bytes:
         """The response body for a request body (over HTTP or handed over, see handoff.py); RequestError.
         ``accept_params`` are the chosen Accept type's parameters (k-NN's ``verbose=true``)."""
         if len(body) > self.max_payload_bytes:
             raise RequestError(413, f"the body is {len(body)} bytes; this endpoint accepts at most "
                                     f"{self.max_payload_bytes}")
-        model = self.model.for_accept(accept_params) if accept_params else self.model
-        return predict(model, decode_request(body, media, self.model.feature_dim), accept)
+        return self.codec.answer(body, media, accept, accept_params or {})
 
 
 def predict(model: Model, batch: Batch, accept: str) -> bytes:

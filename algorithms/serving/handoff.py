@@ -27,7 +27,7 @@ from collections import deque
 
 import orjson
 
-from .content import RECORDIO_PROTOBUF, accept_parameters, choose_response_type, request_media_type
+from .content import RECORDIO_PROTOBUF, accept_parameters, request_media_type
 from .errors import RequestError
 
 log = logging.getLogger("algorithms.serving.handoff")
@@ -260,7 +260,7 @@ class _Peer:
         app = self.server.app
         try:
             media = request_media_type(content_type)
-            chosen = choose_response_type(accept)
+            chosen = app.negotiate(media, accept)
             return 200, chosen.encode(), app.answer(body, media, chosen, accept_parameters(accept, chosen))
         except RequestError as exc:
             return exc.status, b"application/json", orjson.dumps({"error": exc.message})

@@ -20,6 +20,7 @@ from .builtin import (
 from .knn import KNNClassifier, KNNClassifierModel, KNNRegressor, KNNRegressorModel
 from .randomcutforest import RandomCutForest, RandomCutForestModel
 from .script import AlgorithmEstimator, ScriptEstimator, UserCodeModel
+from .seq2seq import Seq2Seq, Seq2SeqModel
 from .topics import LDA, NTM, LDAModel, NTMModel
 from .xgboost import XGBoostClassifier, XGBoostClassifierModel, XGBoostRegressor, XGBoostRegressorModel
 
@@ -52,6 +53,8 @@ __all__ = [
     "SageMakerEstimator",
     "SageMakerModel",
     "ScriptEstimator",
+    "Seq2Seq",
+    "Seq2SeqModel",
     "UserCodeModel",
     "XGBoostClassifier",
     "XGBoostClassifierModel",
