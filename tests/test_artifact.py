@@ -377,3 +377,23 @@ def test_load_arrays_agrees_with_numpy_on_every_layout(tmp_path):
             assert got[key].dtype == want.dtype and got[key].shape == want.shape, key
             assert got[key].flags.f_contiguous == want.flags.f_contiguous, key
             np.testing.assert_array_equal(got[key], want, err_msg=key)
+
+
+def test_built_in_models_check_their_arrays_against_the_manifest_before_inflating(tmp_path):
+    """A model folder whose arrays do not have the shapes its manifest implies is refused from the .npy headers
+    (K-Means: centroids (k, feature_dim); PCA: v (feature_dim, num_components); FM: V (feature_dim, k))."""
+    from algorithms.builtin import load_model, save_model
+    from algorithms.builtin.kmeans import KMeansModel
+
+    folder = str(tmp_path / "km")
+    save_model(KMeansModel({"k": "2"}, 3, np.zeros((2, 3))), folder)
+    assert load_model(folder).cluster_centers.shape == (2, 3)
+    manifest = json.loads(open(f"{folder}/manifest.json").read())
+    for hyperparameters, feature_dim in (({"k": "2"}, 4), ({"k": "7"}, 3)):
+        manifest.update(hyperparameters=hyperparameters, feature_dim=feature_dim)
+        with open(f"{folder}/manifest.json", "w") as f:
+            json.dump(manifest, f)
+        shown = (int(hyperparameters["k"]), feature_dim)
+        with pytest.raises(ArtifactError, match=rf"array 'centroids' has shape \(2, 3\); the model expects "
+                                                rf"\({shown[0]}, {shown[1]}\)"):
+            load_model(folder)

@@ -69,8 +69,17 @@ class Model(ABC):
         save_arrays(directory, self.to_arrays())
 
     @classmethod
+    def expected_arrays(cls, hyperparameters: dict[str, str], feature_dim: int | None) -> dict[str, tuple]:
+        """The shapes the manifest implies for the model's arrays (``None`` for a length it does not fix), checked
+        from the ``.npy`` headers before anything is inflated, so a crafted artifact cannot make a loader
+        allocate what the model could never need. Default: nothing beyond the size budget."""
+        return {}
+
+    @classmethod
     def load(cls, directory: str, manifest: ArtifactManifest) -> Model:
-        return cls.from_arrays(load_arrays(directory), manifest.hyperparameters, manifest.feature_dim)
+        expected = cls.expected_arrays(manifest.hyperparameters, manifest.feature_dim)
+        return cls.from_arrays(load_arrays(directory, expected=expected), manifest.hyperparameters,
+                               manifest.feature_dim)
 
     def for_accept(self, parameters: dict[str, str]) -> Model:
         """The model that answers a request whose ``Accept`` media type carried ``parameters`` (SageMaker's k-NN

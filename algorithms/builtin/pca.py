@@ -142,6 +142,13 @@ class PCAModel(Model):
                 "total_variance": np.array([self.total_variance])}
 
     @classmethod
+    def expected_arrays(cls, hyperparameters, feature_dim):
+        n = hyperparameters.get("num_components")
+        n = int(n) if n and str(n).isdigit() else None
+        return {"s": (n,), "v": (feature_dim, n), "mean": (1, feature_dim), "num_records": (1,),
+                "total_variance": (1,)}
+
+    @classmethod
     def from_arrays(cls, arrays, hyperparameters, feature_dim):
         return cls(hyperparameters, feature_dim, arrays["s"], arrays["v"], arrays["mean"],
                    float(arrays["num_records"][0]), float(arrays["total_variance"][0]))

@@ -67,6 +67,11 @@ class FactorizationMachinesModel(Model):
         return {"w0": np.array([self.w0], np.float32), "w": self.w, "V": self.V}
 
     @classmethod
+    def expected_arrays(cls, hyperparameters, feature_dim):
+        k = hyperparameters.get("num_factors")
+        return {"w0": (1,), "w": (feature_dim,), "V": (feature_dim, int(k) if k and str(k).isdigit() else None)}
+
+    @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], hyperparameters: dict[str, str],
                     feature_dim: int) -> FactorizationMachinesModel:
         missing = sorted({"w0", "w", "V"} - set(arrays))

@@ -41,6 +41,11 @@ class KMeansModel(Model):
         return {"centroids": self.centroids}
 
     @classmethod
+    def expected_arrays(cls, hyperparameters, feature_dim):
+        k = hyperparameters.get("k")
+        return {"centroids": (int(k) if k and str(k).isdigit() else None, feature_dim)}
+
+    @classmethod
     def from_arrays(cls, arrays, hyperparameters, feature_dim):
         return cls(hyperparameters, feature_dim, arrays["centroids"])
 
