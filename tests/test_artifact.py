@@ -388,7 +388,8 @@ def test_built_in_models_check_their_arrays_against_the_manifest_before_inflatin
     folder = str(tmp_path / "km")
     save_model(KMeansModel({"k": "2"}, 3, np.zeros((2, 3))), folder)
     assert load_model(folder).cluster_centers.shape == (2, 3)
-    manifest = json.loads(open(f"{folder}/manifest.json").read())
+    with open(f"{folder}/manifest.json") as f:
+        manifest = json.load(f)
     for hyperparameters, feature_dim in (({"k": "2"}, 4), ({"k": "7"}, 3)):
         manifest.update(hyperparameters=hyperparameters, feature_dim=feature_dim)
         with open(f"{folder}/manifest.json", "w") as f:
